@@ -1,0 +1,145 @@
+//! Building the server from a `Config`, and running it until a shutdown
+//! future resolves.
+//!
+//! `App::build` opens the store and reconciles it; `App::run` takes a bound
+//! listener (tests bind 127.0.0.1:0) and a shutdown future, so the same code
+//! path serves `forgeline serve` and every integration test.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::exec::Executor;
+use crate::http::{self, Health};
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The store would not open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Start-up reconciliation failed.
+    #[error("reconciliation failed: {0}")]
+    Reconcile(#[from] PipelineError),
+    /// The workspace root could not be created.
+    #[error("cannot create the workspace root {path}: {source}")]
+    Workspace {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A built server, ready to run.
+pub struct App {
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("pipeline", &self.pipeline).finish()
+    }
+}
+
+impl App {
+    /// Opens the store, reconciles leases left by a previous process, and
+    /// prepares the pipeline (nothing is served yet).
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// `build` with a chosen clock (tests).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        let started = Instant::now();
+        let config = Arc::new(config);
+        let store = Store::open(&config.store.data_dir, config.store.durability)?;
+        if config.executor.enabled {
+            let root = config.workspace_root();
+            std::fs::create_dir_all(&root).map_err(|source| AppError::Workspace { path: root, source })?;
+        }
+        let stop = CancellationToken::new();
+        let pipeline = Arc::new(Pipeline::new(store, clock, config.clone(), Metrics::new(), stop.clone()));
+        let requeued = pipeline.reconcile(pipeline.now()).await?;
+        tracing::info!(
+            requeued,
+            data_dir = %config.store.data_dir.display(),
+            durability = config.store.durability.as_str(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "store opened and reconciled; {requeued} task(s) left running without a live lease were requeued"
+        );
+        let health = Arc::new(Health::default());
+        health.executor_enabled.store(config.executor.enabled, Ordering::Release);
+        Ok(App {
+            pipeline,
+            health,
+            stop,
+            kill: CancellationToken::new(),
+        })
+    }
+
+    /// The pipeline (tests drive timers through it).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns false,
+    /// the listener closes, streams and long-polls end, open requests finish,
+    /// running steps get until `server.shutdown_timeout` and are then killed
+    /// (their leases go back to the queue), and the store is flushed.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+        let p = self.pipeline.clone();
+        let cfg = p.config().clone();
+        let timers = tokio::spawn(p.clone().run_timers());
+        let executor_handles = if cfg.executor.enabled {
+            let ex = Executor::new(p.clone(), self.stop.clone(), self.kill.clone());
+            let hs = ex.spawn();
+            self.health.executor_workers.store(hs.len(), Ordering::Release);
+            hs
+        } else {
+            Vec::new()
+        };
+        self.health.started.store(true, Ordering::Release);
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "forgeline listening");
+        }
+        let health = self.health.clone();
+        let stop = self.stop.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutdown: draining");
+            health.draining.store(true, Ordering::Release);
+            // Ends event streams and long-polls (so connections can close) and
+            // stops the executor from taking new work.
+            stop.cancel();
+        };
+        let drain = cfg.server.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + drain;
+        let service = warp::service(http::router(p.clone(), self.health.clone()));
+        http::server::serve(listener, service, p.metrics().clone(), signal, drain).await;
+        let mut workers = futures_util::future::join_all(executor_handles);
+        if tokio::time::timeout_at(deadline, &mut workers).await.is_err() {
+            tracing::warn!("steps still running at the shutdown timeout; killing them and releasing their leases");
+            self.kill.cancel();
+            workers.await;
+        }
+        self.health.executor_workers.store(0, Ordering::Release);
+        let _ = timers.await;
+        if let Err(e) = p.store().close() {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+        tracing::info!("shutdown complete");
+    }
+}

@@ -1,0 +1,153 @@
+//! Event streams: read from the store up to the durable watermark, then wait.
+//!
+//! A stream never holds events in memory beyond one read batch: each
+//! subscriber reads the `E` (firehose) or `X` (one task) index from its cursor
+//! up to the durable event id, and sleeps on the watermark when caught up. So
+//! `Last-Event-ID` resumes exactly (ids are global and monotonic), a slow
+//! client slows only itself, and an event is never shown before it is durable.
+//!
+//! The producer runs as its own task and forwards into a channel because warp's
+//! SSE reply needs a `Sync` stream; it ends on `max_events`, `idle_timeout`,
+//! the end of the task (task streams), client disconnect, or server shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::model::{format_event_id, EventKind, EventRecord};
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::store::keys;
+use crate::tasks::TaskId;
+
+/// What a stream covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every event, optionally filtered.
+    All {
+        /// Only this queue.
+        queue: Option<String>,
+        /// Only these types.
+        types: Option<Vec<EventKind>>,
+    },
+    /// One task's events; ends after the task's final event.
+    Task(TaskId),
+}
+
+/// A stream request.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// Coverage.
+    pub scope: Scope,
+    /// Resume after this event id (0: from the start).
+    pub after: u64,
+    /// End after this many events.
+    pub max_events: Option<usize>,
+    /// End after this long without an event.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// One item of a stream: an event, or a read failure that ends it.
+pub type Item = Result<warp::sse::Event, Infallible>;
+
+/// Opens a stream.
+pub fn open(pipeline: Arc<Pipeline>, spec: StreamSpec) -> impl Stream<Item = Item> + Send + Sync + 'static {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let metrics = pipeline.metrics().clone();
+        metrics.sse_subscribers.inc();
+        if let Err(e) = produce(&pipeline, spec, &tx).await {
+            tracing::warn!(error = %e, "event stream ended by a read error");
+        }
+        metrics.sse_subscribers.dec();
+    });
+    ReceiverStream::new(rx)
+}
+
+fn to_sse(e: &EventRecord) -> warp::sse::Event {
+    let data = serde_json::to_string(&e.envelope()).unwrap_or_else(|_| "{}".into());
+    warp::sse::Event::default()
+        .id(format_event_id(e.id))
+        .event(e.kind.as_str())
+        .data(data)
+}
+
+fn wanted(scope: &Scope, e: &EventRecord) -> bool {
+    match scope {
+        Scope::All { queue, types } => {
+            queue.as_deref().is_none_or(|q| e.queue.as_str() == q)
+                && types.as_ref().is_none_or(|t| t.contains(&e.kind))
+        }
+        Scope::Task(id) => e.task_id == *id,
+    }
+}
+
+async fn produce(pipeline: &Pipeline, spec: StreamSpec, tx: &mpsc::Sender<Item>) -> Result<(), PipelineError> {
+    let batch = pipeline.config().events.read_batch;
+    let mut durable = pipeline.store().durable();
+    let mut cursor = spec.after;
+    let mut sent = 0usize;
+    let idle = spec.idle_timeout;
+    let mut idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let upto = durable.borrow_and_update().event_id;
+        while cursor < upto {
+            let events: Vec<EventRecord> = match &spec.scope {
+                Scope::All { .. } => pipeline
+                    .store()
+                    .scan::<EventRecord>(&[keys::EVENT], Some(&keys::event(cursor)), batch)?
+                    .into_iter()
+                    .map(|(_, e)| e)
+                    .collect(),
+                Scope::Task(id) => pipeline.task_events_after(*id, cursor, batch)?,
+            };
+            if events.is_empty() {
+                cursor = upto;
+                break;
+            }
+            for e in events {
+                if e.id > upto {
+                    cursor = upto;
+                    break;
+                }
+                cursor = e.id;
+                if !wanted(&spec.scope, &e) {
+                    continue;
+                }
+                if tx.send(Ok(to_sse(&e))).await.is_err() {
+                    return Ok(()); // client went away
+                }
+                sent += 1;
+                idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
+                if spec.max_events.is_some_and(|m| sent >= m) {
+                    return Ok(());
+                }
+            }
+        }
+        if let Scope::Task(id) = &spec.scope {
+            // The task has ended and its last event has been sent (or was
+            // before the resume point): nothing more will come. The record may
+            // be ahead of the durable watermark, hence the event-id check.
+            if pipeline.task(*id)?.state.kind().is_terminal()
+                && pipeline.last_event_id_of(*id)? <= cursor
+            {
+                return Ok(());
+            }
+        }
+        let idle_sleep = async {
+            match idle_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = durable.changed() => if r.is_err() { return Ok(()) },
+            _ = idle_sleep => return Ok(()),
+            _ = pipeline.shutdown_token().cancelled() => return Ok(()),
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}

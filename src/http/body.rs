@@ -1,0 +1,122 @@
+//! Request bodies and query strings: size limits before parsing, and parse
+//! errors that say what was wrong (400 malformed, 422 invalid).
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use warp::http::StatusCode;
+use warp::Filter;
+
+use super::error::ApiError;
+
+/// A body read within the limit, or the error to answer with.
+pub type BodyResult = Result<Bytes, ApiError>;
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("request body exceeds {limit} bytes (server.max_body_bytes)"),
+    )
+}
+
+/// Reads the body, refusing (413) anything over `limit` bytes: by the
+/// Content-Length header before reading, and by counting while reading (for
+/// chunked bodies).
+pub fn limited_body(limit: usize) -> impl Filter<Extract = (BodyResult,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .then(move |len: Option<u64>, stream| async move {
+            if len.is_some_and(|l| l > limit as u64) {
+                return Err(too_large(limit));
+            }
+            read_limited(stream, limit).await
+        })
+}
+
+async fn read_limited<S, B>(stream: S, limit: usize) -> BodyResult
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(too_large(limit));
+        }
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            out.extend_from_slice(c);
+            let n = c.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Parses a JSON body: syntax errors are 400, wrong types or fields 422.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the request body is empty; a JSON object is expected",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("malformed JSON: {e}"))
+            }
+        }
+    })
+}
+
+/// Parses a JSON body that may be empty (then `T::default()`).
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(body)
+}
+
+/// The raw query string ("" when absent).
+pub fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// Decoded `key=value` pairs of a query string, in order (keys may repeat).
+pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_are_400_and_type_errors_422() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            n: u8,
+        }
+        assert_eq!(parse_json::<T>(b"{\"n\":").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(parse_json::<T>(b"").unwrap_err().status, StatusCode::BAD_REQUEST);
+        let e = parse_json::<T>(b"{\"n\":\"x\"}").unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn query_pairs_decode_and_keep_repeats() {
+        let p = query_pairs("label=a%3Ab&label=c:d&x=1+2");
+        assert_eq!(p[0], ("label".into(), "a:b".into()));
+        assert_eq!(p[1], ("label".into(), "c:d".into()));
+        assert_eq!(p[2], ("x".into(), "1 2".into()));
+    }
+}

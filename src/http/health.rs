@@ -1,0 +1,83 @@
+//! Health probes: live (the process answers), startup (store open and
+//! reconciled), ready (store writable, executor alive, not draining).
+//! No authentication and no rate limits apply to them.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::{json_reply, respond};
+use crate::pipeline::Pipeline;
+
+/// How long the readiness store probe may take before it counts as failed.
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Flags the probes read; set by the app as it starts and stops.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Store opened and reconciliation done.
+    pub started: AtomicBool,
+    /// Shutdown has begun.
+    pub draining: AtomicBool,
+    /// Executor workers alive (0 when the executor is disabled).
+    pub executor_workers: AtomicUsize,
+    /// Whether the executor is expected to run.
+    pub executor_enabled: AtomicBool,
+}
+
+fn check(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "fail"
+    }
+}
+
+/// `/health/live`, `/health/startup`, `/health/ready`.
+pub fn routes(p: Arc<Pipeline>, h: Arc<Health>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let live = warp::path!("health" / "live")
+        .and(warp::get())
+        .map(|| respond("/health/live", Ok::<_, super::ApiError>(json_reply(StatusCode::OK, &json!({"status": "ok"})))));
+    let hs = h.clone();
+    let startup = warp::path!("health" / "startup").and(warp::get()).map(move || {
+        let ok = hs.started.load(Ordering::Acquire);
+        let body = json!({
+            "status": check(ok),
+            "checks": {"store_open": check(ok), "reconciliation": check(ok)},
+        });
+        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        respond("/health/startup", Ok::<_, super::ApiError>(json_reply(status, &body)))
+    });
+    let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
+        let (p, h) = (p.clone(), h.clone());
+        async move {
+            let started = h.started.load(Ordering::Acquire);
+            let draining = h.draining.load(Ordering::Acquire);
+            let store_ok = matches!(
+                tokio::time::timeout(STORE_PROBE_TIMEOUT, p.store().probe_write()).await,
+                Ok(Ok(()))
+            );
+            let exec_enabled = h.executor_enabled.load(Ordering::Acquire);
+            let exec_ok = !exec_enabled || h.executor_workers.load(Ordering::Acquire) > 0;
+            let ok = started && !draining && store_ok && exec_ok;
+            let body = json!({
+                "status": check(ok),
+                "durability": p.store().durability().as_str(),
+                "checks": {
+                    "started": check(started),
+                    "not_draining": check(!draining),
+                    "store_writable": check(store_ok),
+                    "executor": if exec_enabled { check(exec_ok) } else { "disabled" },
+                },
+            });
+            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            respond("/health/ready", Ok::<_, super::ApiError>(json_reply(status, &body)))
+        }
+    });
+    live.or(startup).unify().or(ready).unify()
+}

@@ -1,0 +1,209 @@
+//! The pipeline: the shared core that every domain operation runs through.
+//!
+//! [`Pipeline`] owns the store, the clock, the limits and the wake-up channels.
+//! Its operations live beside their domain (`tasks::service`, `queue::lease`,
+//! `queue::timers`, `queue::deadletter`, `workers`), each an `impl Pipeline`
+//! block, and all of them write through [`Pipeline::commit`], which is the one
+//! place where a transition's events are handed to telemetry and waiting
+//! lessees are woken.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, Millis};
+use crate::config::Config;
+use crate::events::{EventKind, EventRecord};
+use crate::store::{Store, StoreError, Txn};
+use crate::telemetry::Metrics;
+use crate::tasks::QueueName;
+
+/// Why a pipeline operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The named thing does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// `task`, `run`, `lease`…
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The input is well-formed but not acceptable (422).
+    #[error("{message}")]
+    Invalid {
+        /// The offending field (dotted path), when there is one.
+        field: Option<String>,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+    /// The request conflicts with the current state (409).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable reason (`illegal_transition`, `idempotency_key_reused`…).
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// A value exceeds a configured size limit (413).
+    #[error("{message}")]
+    TooLarge {
+        /// Which limit, and the sizes.
+        message: String,
+    },
+    /// A lease call whose lease ended or whose token is not the current one (409).
+    #[error("{message}")]
+    StaleLease {
+        /// What made it stale.
+        message: String,
+    },
+    /// Storage failed; the client should retry (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server is draining (503).
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+impl PipelineError {
+    /// Shorthand for a 422 on one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PipelineError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+    /// Shorthand for a 404.
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        PipelineError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// Wakes long-polling lessees when their queue gets work.
+#[derive(Debug, Default)]
+pub struct QueueWakers {
+    map: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl QueueWakers {
+    /// The notifier of one queue (created on first use).
+    pub fn get(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue.to_string()).or_default().clone()
+    }
+
+    /// Wakes every lessee waiting on `queue`.
+    pub fn wake(&self, queue: &str) {
+        let n = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(queue).cloned()
+        };
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The shared core of a running server.
+pub struct Pipeline {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) wakers: QueueWakers,
+    /// Pokes the timer loop when an earlier deadline may exist.
+    pub(crate) timer: Notify,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("store", &self.store).finish()
+    }
+}
+
+impl Pipeline {
+    /// Assembles a pipeline over an open store.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Pipeline {
+        Pipeline {
+            store,
+            clock,
+            config,
+            wakers: QueueWakers::default(),
+            timer: Notify::new(),
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Now, by the pipeline's clock.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Runs one atomic write, then reports its events, wakes whoever they
+    /// concern, and waits until the write is durable.
+    pub(crate) async fn commit<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>, &mut Vec<EventRecord>) -> Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
+        let mut events = Vec::new();
+        let (out, commit) = self.store.write(|txn| f(txn, &mut events))?;
+        self.after_write(&events);
+        self.store.wait_durable(commit).await?;
+        Ok(out)
+    }
+
+    fn after_write(&self, events: &[EventRecord]) {
+        let mut poke_timer = false;
+        for e in events {
+            match e.kind {
+                EventKind::TaskQueued | EventKind::TaskRequeued => {
+                    self.wakers.wake(e.queue.as_str())
+                }
+                EventKind::TaskScheduled | EventKind::TaskLeased => poke_timer = true,
+                _ => {}
+            }
+        }
+        if poke_timer {
+            self.timer.notify_one();
+        }
+        self.metrics.observe_events(events);
+    }
+
+    /// Waits on the notifiers of several queues at once.
+    pub(crate) fn queue_notifiers(&self, queues: &[QueueName]) -> Vec<Arc<Notify>> {
+        queues.iter().map(|q| self.wakers.get(q.as_str())).collect()
+    }
+}

@@ -1,0 +1,260 @@
+//! Worker protocol and dead-letter routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::{Failure, Grant, LeaseRequest};
+use crate::clock::format_rfc3339;
+use crate::http::body::{limited_body, parse_json, raw_query, BodyResult};
+use crate::http::context::{context, RequestContext};
+use crate::http::query::Query;
+use crate::http::{json_reply, respond, with_pipeline, ApiError};
+use crate::pipeline::Pipeline;
+use crate::tasks::view::{step_spec_json, task_json, task_summary};
+use crate::tasks::{LeaseId, QueueName, TaskId, WorkerId};
+use crate::workers::normalize_event;
+
+/// Most events in one `/events` call.
+pub const MAX_EVENTS_PER_CALL: usize = 100;
+/// Longest error message kept from a `/fail` call.
+pub const MAX_ERROR_LEN: usize = 4096;
+
+/// Every worker-protocol and dead-letter route.
+pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let limit = p.config().server.max_body_bytes;
+    let lease = warp::path!("api" / "v1" / "queues" / String / "lease")
+        .and(warp::post())
+        .and(with_pipeline(p.clone()))
+        .and(limited_body(limit))
+        .then(|q: String, p, body| async move { respond("/api/v1/queues/{queue}/lease", lease(p, q, body).await) });
+    let action = |name: &'static str, route: &'static str| {
+        warp::path("api")
+            .and(warp::path("v1"))
+            .and(warp::path("leases"))
+            .and(warp::path::param::<String>())
+            .and(warp::path(name))
+            .and(warp::path::end())
+            .and(warp::post())
+            .and(with_pipeline(p.clone()))
+            .and(limited_body(limit))
+            .then(move |id: String, p, body| async move { respond(route, lease_call(p, &id, name, body).await) })
+    };
+    let lease_action = action("heartbeat", "/api/v1/leases/{lease_id}/heartbeat")
+        .or(action("events", "/api/v1/leases/{lease_id}/events"))
+        .unify()
+        .or(action("complete", "/api/v1/leases/{lease_id}/complete"))
+        .unify()
+        .or(action("fail", "/api/v1/leases/{lease_id}/fail"))
+        .unify();
+    let dead = warp::path!("api" / "v1" / "dead-letter")
+        .and(warp::get())
+        .and(with_pipeline(p.clone()))
+        .and(raw_query())
+        .map(|p: Arc<Pipeline>, q: String| respond("/api/v1/dead-letter", list_dead(&p, &q)));
+    let requeue = warp::path!("api" / "v1" / "dead-letter" / String / "requeue")
+        .and(warp::post())
+        .and(with_pipeline(p))
+        .and(context())
+        .then(|id: String, p, ctx| async move {
+            respond("/api/v1/dead-letter/{id}/requeue", requeue(p, ctx, id).await)
+        });
+    lease.or(lease_action).unify().or(dead).unify().or(requeue).unify()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    worker_id: String,
+    #[serde(default = "one")]
+    max: usize,
+    #[serde(default)]
+    wait_ms: u64,
+    lease_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The lease length a worker asked for, within the configured bounds.
+fn lease_length(p: &Pipeline, ms: Option<u64>) -> Result<Duration, ApiError> {
+    let q = &p.config().queue;
+    match ms {
+        None => Ok(q.lease_timeout),
+        Some(ms) => {
+            let d = Duration::from_millis(ms);
+            if d < q.min_lease || d > q.max_lease {
+                return Err(ApiError::invalid(
+                    "lease_ms",
+                    format!("lease_ms must be {}-{}", q.min_lease.as_millis(), q.max_lease.as_millis()),
+                ));
+            }
+            Ok(d)
+        }
+    }
+}
+
+/// The JSON a worker gets for one lease.
+pub fn grant_json(g: &Grant) -> Value {
+    json!({
+        "lease_id": g.lease.id.to_string(),
+        "token": g.lease.token,
+        "deadline": format_rfc3339(g.lease.deadline),
+        "run_id": g.run.id.to_string(),
+        "attempt": g.run.attempt,
+        "steps": g.task.steps.iter().map(step_spec_json).collect::<Vec<_>>(),
+        "traceparent": g.task.traceparent,
+        "task": task_json(&g.task),
+    })
+}
+
+async fn lease(p: Arc<Pipeline>, queue: String, body: BodyResult) -> Result<Response, ApiError> {
+    let queue = QueueName::parse(&queue).map_err(|e| ApiError::invalid("queue", e.0))?;
+    let b: LeaseBody = parse_json(&body?)?;
+    let worker = WorkerId::parse(&b.worker_id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
+    let cfg = &p.config().queue;
+    if b.max == 0 || b.max > cfg.max_batch {
+        return Err(ApiError::invalid("max", format!("max must be 1-{}", cfg.max_batch)));
+    }
+    let max_wait = cfg.max_wait.as_millis() as u64;
+    if b.wait_ms > max_wait {
+        return Err(ApiError::invalid("wait_ms", format!("wait_ms must be 0-{max_wait}")));
+    }
+    let req = LeaseRequest {
+        queues: vec![queue],
+        worker,
+        max: b.max,
+        wait: Duration::from_millis(b.wait_ms),
+        lease_for: lease_length(&p, b.lease_ms)?,
+    };
+    let grants = p.lease(&req).await?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"leases": grants.iter().map(grant_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    token: u64,
+    lease_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsBody {
+    token: u64,
+    events: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteBody {
+    token: u64,
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailBody {
+    token: u64,
+    #[serde(default = "yes")]
+    retryable: bool,
+    error: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn lease_call(p: Arc<Pipeline>, id: &str, action: &str, body: BodyResult) -> Result<Response, ApiError> {
+    let lease_id = LeaseId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let body = body?;
+    match action {
+        "heartbeat" => {
+            let b: HeartbeatBody = parse_json(&body)?;
+            let extend = lease_length(&p, b.lease_ms)?;
+            let deadline = p.heartbeat(lease_id, b.token, extend).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({"lease_id": lease_id.to_string(), "deadline": format_rfc3339(deadline)}),
+            ))
+        }
+        "events" => {
+            let b: EventsBody = parse_json(&body)?;
+            if b.events.is_empty() || b.events.len() > MAX_EVENTS_PER_CALL {
+                return Err(ApiError::invalid("events", format!("send 1-{MAX_EVENTS_PER_CALL} events per call")));
+            }
+            let mut events = Vec::with_capacity(b.events.len());
+            for (i, v) in b.events.iter().enumerate() {
+                let e = normalize_event(v).map_err(|e| {
+                    let field = match &e.field {
+                        Some(f) => format!("events[{i}].{f}"),
+                        None => format!("events[{i}]"),
+                    };
+                    ApiError::invalid(&field, format!("events[{i}]: {}", e.message))
+                })?;
+                events.push(e);
+            }
+            let ids = p.report_events(lease_id, b.token, events).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &json!({
+                    "accepted": ids.len(),
+                    "event_ids": ids.iter().map(|i| crate::events::format_event_id(*i)).collect::<Vec<_>>(),
+                }),
+            ))
+        }
+        "complete" => {
+            let b: CompleteBody = parse_json(&body)?;
+            let task = p.complete(lease_id, b.token, b.result).await?;
+            Ok(json_reply(StatusCode::OK, &task_json(&task)))
+        }
+        _ => {
+            let b: FailBody = parse_json(&body)?;
+            if b.error.is_empty() || b.error.len() > MAX_ERROR_LEN {
+                return Err(ApiError::invalid("error", format!("error must be 1-{MAX_ERROR_LEN} bytes")));
+            }
+            let task = p
+                .fail(lease_id, b.token, Failure { retryable: b.retryable, error: b.error })
+                .await?;
+            Ok(json_reply(StatusCode::OK, &task_json(&task)))
+        }
+    }
+}
+
+fn list_dead(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    q.only(&["queue", "cursor", "limit"])?;
+    let max = p.config().tasks.max_page_size;
+    let limit = q.bounded("limit", 50.min(max), max)?;
+    let cursor = match q.get("cursor") {
+        None => None,
+        Some(c) => Some(TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?),
+    };
+    let page = p.dead_letter(q.get("queue").map(str::to_string), cursor, limit)?;
+    let tasks: Vec<Value> = page
+        .items
+        .iter()
+        .map(|t| {
+            let mut v = task_summary(t);
+            v["last_error"] = t.last_error.clone().into();
+            v
+        })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &json!({"tasks": tasks, "next_cursor": page.next_cursor})))
+}
+
+async fn requeue(p: Arc<Pipeline>, ctx: RequestContext, id: String) -> Result<Response, ApiError> {
+    let id = TaskId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let task = p.requeue_dead(id, &ctx.principal).await?;
+    Ok(json_reply(StatusCode::OK, &task_json(&task)))
+}

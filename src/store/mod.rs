@@ -1,0 +1,16 @@
+//! The durable store: one sled database behind a small typed API.
+//!
+//! Every sled call in forgeline lives under this module, so that a soak test can
+//! catch an engine hang in one place and the engine could be swapped without
+//! touching the domains. Writes go through [`Store::write`]: a closure builds an
+//! atomic batch under the single writer lock, and [`Store::wait_durable`] waits for
+//! the group committer (see `commit`) to put it on stable storage.
+
+mod codec;
+mod commit;
+mod db;
+pub mod keys;
+
+pub use codec::{decode, encode, CodecError, Record};
+pub use commit::Durable;
+pub use db::{Commit, Store, StoreError, Txn, SCHEMA_VERSION};

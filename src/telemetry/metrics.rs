@@ -1,0 +1,255 @@
+//! The Prometheus registry and the handles the hot paths hold.
+//!
+//! Names, types and labels are a contract (docs/metrics.md). Labels are
+//! bounded: queue names come from users, so at most `MAX_QUEUE_LABELS`
+//! distinct queues get their own series and the rest share `_other`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::events::{EventKind, EventRecord};
+use crate::tasks::{RunRecord, TaskRecord};
+
+/// Distinct queue label values before new queues share `_other`.
+pub const MAX_QUEUE_LABELS: usize = 200;
+/// Distinct step label values before new steps share `_other`.
+pub const MAX_STEP_LABELS: usize = 200;
+/// The label value for queues or steps past the cap.
+pub const OTHER_LABEL: &str = "_other";
+
+/// Queue wait buckets: 1 ms to 24 h, with boundaries at the SLO thresholds
+/// (1 s, 30 s, 5 min).
+pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+/// HTTP latency buckets (SLO threshold: 250 ms).
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Step and task duration buckets: 10 ms to 24 h.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+/// Per-queue handles, resolved once per queue.
+#[derive(Clone)]
+struct QueueHandles {
+    submitted: IntCounter,
+    wait: Histogram,
+    expired: IntCounter,
+    stale: IntCounter,
+    retries: IntCounter,
+    dead: IntCounter,
+}
+
+/// Every metric forgeline exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `forgeline_http_requests_total{route,method,status}`
+    pub http_requests: IntCounterVec,
+    /// `forgeline_http_request_duration_seconds{route,method}`
+    pub http_duration: HistogramVec,
+    submitted: IntCounterVec,
+    queue_wait: HistogramVec,
+    leases_expired: IntCounterVec,
+    stale_acks: IntCounterVec,
+    retries: IntCounterVec,
+    dead_letter: IntCounterVec,
+    task_duration: HistogramVec,
+    verification: HistogramVec,
+    /// `forgeline_tasks{state,queue}` (set at scrape time)
+    pub tasks: IntGaugeVec,
+    /// `forgeline_queue_depth{queue}` (set at scrape time)
+    pub queue_depth: IntGaugeVec,
+    /// `forgeline_sse_subscribers`
+    pub sse_subscribers: IntGauge,
+    /// `forgeline_store_size_bytes` (set at scrape time)
+    pub store_size: IntGauge,
+    queues: RwLock<HashMap<String, QueueHandles>>,
+    steps: RwLock<HashMap<String, ()>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (and the process collector).
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let m = Metrics {
+            http_requests: counter_vec(&r, "forgeline_http_requests_total", "HTTP requests by route template, method and status.", &["route", "method", "status"]),
+            http_duration: histogram_vec(&r, "forgeline_http_request_duration_seconds", "HTTP request latency by route template and method.", &["route", "method"], HTTP_BUCKETS),
+            submitted: counter_vec(&r, "forgeline_tasks_submitted_total", "Tasks accepted by the API.", &["queue"]),
+            queue_wait: histogram_vec(&r, "forgeline_queue_wait_seconds", "Time from a task becoming eligible to its lease.", &["queue"], QUEUE_WAIT_BUCKETS),
+            leases_expired: counter_vec(&r, "forgeline_leases_expired_total", "Leases that ran out before the worker finished.", &["queue"]),
+            stale_acks: counter_vec(&r, "forgeline_stale_acks_total", "Worker calls refused because their lease had ended or their token was stale.", &["queue"]),
+            retries: counter_vec(&r, "forgeline_retries_total", "Failed runs scheduled for another attempt.", &["queue"]),
+            dead_letter: counter_vec(&r, "forgeline_dead_letter_total", "Tasks moved to dead-letter after exhausting their attempts.", &["queue"]),
+            task_duration: histogram_vec(&r, "forgeline_task_duration_seconds", "Time from submit to a terminal state.", &["queue", "outcome", "agents"], DURATION_BUCKETS),
+            verification: histogram_vec(&r, "forgeline_verification_duration_seconds", "Verification step durations.", &["step", "outcome"], DURATION_BUCKETS),
+            tasks: gauge_vec(&r, "forgeline_tasks", "Tasks by state and queue.", &["state", "queue"]),
+            queue_depth: gauge_vec(&r, "forgeline_queue_depth", "Tasks eligible and waiting for a lease.", &["queue"]),
+            sse_subscribers: {
+                let g = IntGauge::new("forgeline_sse_subscribers", "Open event streams.").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            store_size: {
+                let g = IntGauge::new("forgeline_store_size_bytes", "Bytes the sled store occupies on disk.").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            queues: RwLock::new(HashMap::new()),
+            steps: RwLock::new(HashMap::new()),
+            registry: r,
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("forgeline_build_info", "Build information; always 1."),
+            &["version", "commit"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("FORGELINE_COMMIT").unwrap_or("unknown")])
+            .set(1);
+        m.registry.register(Box::new(build)).expect("unique metric");
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
+        Arc::new(m)
+    }
+
+    fn queue(&self, queue: &str) -> QueueHandles {
+        if let Some(h) = self.queues.read().unwrap_or_else(|e| e.into_inner()).get(queue) {
+            return h.clone();
+        }
+        let mut map = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        let label = if map.len() >= MAX_QUEUE_LABELS && !map.contains_key(queue) {
+            OTHER_LABEL
+        } else {
+            queue
+        };
+        let h = QueueHandles {
+            submitted: self.submitted.with_label_values(&[label]),
+            wait: self.queue_wait.with_label_values(&[label]),
+            expired: self.leases_expired.with_label_values(&[label]),
+            stale: self.stale_acks.with_label_values(&[label]),
+            retries: self.retries.with_label_values(&[label]),
+            dead: self.dead_letter.with_label_values(&[label]),
+        };
+        map.insert(queue.to_string(), h.clone());
+        h
+    }
+
+    /// The label value a queue is exported under.
+    pub fn queue_label<'a>(&self, queue: &'a str) -> &'a str {
+        let map = self.queues.read().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(queue) || map.len() < MAX_QUEUE_LABELS {
+            queue
+        } else {
+            OTHER_LABEL
+        }
+    }
+
+    /// Counts what a committed write's events say happened.
+    pub fn observe_events(&self, events: &[EventRecord]) {
+        for e in events {
+            match e.kind {
+                EventKind::TaskSubmitted => self.queue(e.queue.as_str()).submitted.inc(),
+                EventKind::TaskDeadLettered => self.queue(e.queue.as_str()).dead.inc(),
+                EventKind::TaskScheduled if e.data.contains("\"reason\":\"retry\"") => {
+                    self.queue(e.queue.as_str()).retries.inc()
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One queue-wait observation.
+    pub fn observe_queue_wait(&self, queue: &str, wait_ms: u64) {
+        self.queue(queue).wait.observe(wait_ms as f64 / 1000.0);
+    }
+
+    /// A lease expiry.
+    pub fn lease_expired(&self, queue: &str) {
+        self.queue(queue).expired.inc();
+    }
+
+    /// A refused stale worker call.
+    pub fn stale_ack(&self, queue: &str) {
+        self.queue(queue).stale.inc();
+    }
+
+    /// One finished verification step.
+    pub fn observe_verification(&self, step: &str, outcome: &str, duration_ms: u64) {
+        let label = {
+            let known = self.steps.read().unwrap_or_else(|e| e.into_inner()).contains_key(step);
+            if known {
+                step
+            } else {
+                let mut map = self.steps.write().unwrap_or_else(|e| e.into_inner());
+                if map.len() < MAX_STEP_LABELS {
+                    map.insert(step.to_string(), ());
+                    step
+                } else {
+                    OTHER_LABEL
+                }
+            }
+        };
+        self.verification
+            .with_label_values(&[label, outcome])
+            .observe(duration_ms as f64 / 1000.0);
+    }
+
+    /// A task reached a terminal state (`outcome`: completed, failed, dead, cancelled).
+    pub fn observe_task_end(&self, task: &TaskRecord, run: Option<&RunRecord>, outcome: &str, now: u64) {
+        let agents = match run.map(|r| r.agents.len()).unwrap_or(0) {
+            0 => "none",
+            1 => "single",
+            _ => "multi",
+        };
+        let queue = self.queue_label(task.queue.as_str());
+        self.task_duration
+            .with_label_values(&[queue, outcome, agents])
+            .observe(now.saturating_sub(task.created_at) as f64 / 1000.0);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,214 @@
+//! The worker projection and the worker event intake.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::normalize::{AgentEvent, AgentEventKind, StatusReport, WorkerStatus};
+use crate::clock::Millis;
+use crate::events::EventKind;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::store::{keys, Record, StoreError, Txn};
+use crate::tasks::transition::{append_event, move_to};
+use crate::tasks::{LeaseId, RunRecord, StepResult, TaskId, TaskState, WorkerId};
+
+/// A worker's last known status, stored under `W id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Worker id.
+    pub id: String,
+    /// Status.
+    pub status: WorkerStatus,
+    /// The task it works on.
+    pub current_task: Option<TaskId>,
+    /// Free text from its last report.
+    pub detail: Option<String>,
+    /// Last report or lease call.
+    pub last_seen: Millis,
+}
+
+impl Record for WorkerRecord {
+    const VERSION: u8 = 1;
+}
+
+/// Updates the projection from a lease call. When `finished` is given, the
+/// worker only becomes idle if that was its current task.
+pub fn touch_worker(
+    txn: &mut Txn<'_>,
+    worker: &WorkerId,
+    status: WorkerStatus,
+    current: Option<TaskId>,
+    now: Millis,
+    finished: Option<TaskId>,
+) -> Result<(), StoreError> {
+    let key = keys::worker(worker.as_str());
+    let mut rec = txn.get::<WorkerRecord>(&key)?.unwrap_or(WorkerRecord {
+        id: worker.to_string(),
+        status,
+        current_task: None,
+        detail: None,
+        last_seen: now,
+    });
+    rec.last_seen = now;
+    match finished {
+        Some(done) if rec.current_task.is_some_and(|c| c != done) => {}
+        _ => {
+            rec.status = status;
+            rec.current_task = current;
+        }
+    }
+    txn.put(key, &rec)
+}
+
+impl Pipeline {
+    /// Records a worker's own status report.
+    pub async fn report_status(
+        &self,
+        worker: &WorkerId,
+        report: StatusReport,
+    ) -> Result<WorkerRecord, PipelineError> {
+        let now = self.now();
+        self.commit(|txn, _| {
+            let rec = WorkerRecord {
+                id: worker.to_string(),
+                status: report.status,
+                current_task: report.current_task,
+                detail: report.detail.clone(),
+                last_seen: now,
+            };
+            txn.put(keys::worker(worker.as_str()), &rec)?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    /// Every known worker, by id.
+    pub fn workers(&self, limit: usize) -> Result<Vec<WorkerRecord>, PipelineError> {
+        Ok(self
+            .store
+            .scan::<WorkerRecord>(&[keys::WORKER], None, limit)?
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect())
+    }
+
+    /// Appends a leased worker's agent and verification events to its run.
+    /// Returns the ids of the stored events.
+    pub async fn report_events(
+        &self,
+        lease_id: LeaseId,
+        token: u64,
+        events: Vec<AgentEvent>,
+    ) -> Result<Vec<u64>, PipelineError> {
+        let now = self.now();
+        let ids = self
+            .commit(|txn, out| {
+                let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
+                let run_key = keys::run(&lease.run_id.to_bytes());
+                let mut run = txn
+                    .get::<RunRecord>(&run_key)?
+                    .ok_or_else(|| PipelineError::not_found("run", lease.run_id))?;
+                let mut ids = Vec::with_capacity(events.len());
+                for e in &events {
+                    apply_to_run(&mut run, e, now);
+                    let kind = event_kind(e.kind);
+                    let data = e.to_json();
+                    let start_verifying = e.kind == AgentEventKind::VerificationStarted
+                        && matches!(task.state, TaskState::Running(_));
+                    if start_verifying {
+                        let l = task.state.lease().cloned().expect("running tasks hold a lease");
+                        move_to(txn, out, &mut task, TaskState::Verifying(l), kind, Some(run.id), now, data)?;
+                    } else {
+                        append_event(txn, out, &task, kind, Some(run.id), now, data, false)?;
+                    }
+                    ids.push(out.last().map(|r| r.id).unwrap_or_default());
+                }
+                txn.put(run_key, &run)?;
+                Ok(ids)
+            })
+            .await?;
+        for e in &events {
+            if e.kind == AgentEventKind::VerificationFinished {
+                if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms) {
+                    self.metrics.observe_verification(step, outcome, ms);
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+fn event_kind(k: AgentEventKind) -> EventKind {
+    match k {
+        AgentEventKind::AgentStarted => EventKind::AgentStarted,
+        AgentEventKind::ToolInvoked => EventKind::ToolInvoked,
+        AgentEventKind::AgentFinished => EventKind::AgentFinished,
+        AgentEventKind::VerificationStarted => EventKind::VerificationStarted,
+        AgentEventKind::VerificationFinished => EventKind::VerificationFinished,
+    }
+}
+
+/// Folds an event into the run: agents seen, step results.
+fn apply_to_run(run: &mut RunRecord, e: &AgentEvent, now: Millis) {
+    match e.kind {
+        AgentEventKind::AgentStarted => {
+            if let Some(a) = &e.agent_name {
+                if !run.agents.contains(a) && run.agents.len() < 64 {
+                    run.agents.push(a.clone());
+                }
+            }
+        }
+        AgentEventKind::VerificationStarted => {
+            run.steps.push(StepResult {
+                name: e.step.clone().unwrap_or_default(),
+                started_at: e.timestamp.unwrap_or(now),
+                finished_at: None,
+                duration_ms: None,
+                outcome: None,
+                exit_code: None,
+                output_tail: None,
+            });
+        }
+        AgentEventKind::VerificationFinished => {
+            let name = e.step.clone().unwrap_or_default();
+            let idx = run
+                .steps
+                .iter()
+                .rposition(|s| s.name == name && s.finished_at.is_none());
+            let step = match idx {
+                Some(i) => &mut run.steps[i],
+                None => {
+                    let started = now.saturating_sub(e.duration_ms.unwrap_or(0));
+                    run.steps.push(StepResult {
+                        name,
+                        started_at: started,
+                        finished_at: None,
+                        duration_ms: None,
+                        outcome: None,
+                        exit_code: None,
+                        output_tail: None,
+                    });
+                    run.steps.last_mut().expect("just pushed")
+                }
+            };
+            step.finished_at = Some(e.timestamp.unwrap_or(now));
+            step.duration_ms = e
+                .duration_ms
+                .or_else(|| step.finished_at.map(|f| f.saturating_sub(step.started_at)));
+            step.outcome = e.outcome.clone();
+            step.exit_code = e.exit_code.map(|c| c as i32);
+            step.output_tail = e.output_tail.clone();
+        }
+        AgentEventKind::ToolInvoked | AgentEventKind::AgentFinished => {}
+    }
+}
+
+/// JSON view of a worker.
+pub fn worker_json(w: &WorkerRecord) -> serde_json::Value {
+    json!({
+        "id": w.id,
+        "status": w.status.as_str(),
+        "current_task": w.current_task.map(|t| t.to_string()),
+        "detail": w.detail,
+        "last_seen": crate::clock::format_rfc3339(w.last_seen),
+    })
+}
