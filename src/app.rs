@@ -50,7 +50,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("pipeline", &self.pipeline).finish()
+        f.debug_struct("App")
+            .field("pipeline", &self.pipeline)
+            .finish()
     }
 }
 
@@ -68,10 +70,17 @@ impl App {
         let store = Store::open(&config.store.data_dir, config.store.durability)?;
         if config.executor.enabled {
             let root = config.workspace_root();
-            std::fs::create_dir_all(&root).map_err(|source| AppError::Workspace { path: root, source })?;
+            std::fs::create_dir_all(&root)
+                .map_err(|source| AppError::Workspace { path: root, source })?;
         }
         let stop = CancellationToken::new();
-        let pipeline = Arc::new(Pipeline::new(store, clock, config.clone(), Metrics::new(), stop.clone()));
+        let pipeline = Arc::new(Pipeline::new(
+            store,
+            clock,
+            config.clone(),
+            Metrics::new(),
+            stop.clone(),
+        ));
         let requeued = pipeline.reconcile(pipeline.now()).await?;
         tracing::info!(
             requeued,
@@ -81,7 +90,9 @@ impl App {
             "store opened and reconciled; {requeued} task(s) left running without a live lease were requeued"
         );
         let health = Arc::new(Health::default());
-        health.executor_enabled.store(config.executor.enabled, Ordering::Release);
+        health
+            .executor_enabled
+            .store(config.executor.enabled, Ordering::Release);
         Ok(App {
             pipeline,
             health,
@@ -106,7 +117,9 @@ impl App {
         let executor_handles = if cfg.executor.enabled {
             let ex = Executor::new(p.clone(), self.stop.clone(), self.kill.clone());
             let hs = ex.spawn();
-            self.health.executor_workers.store(hs.len(), Ordering::Release);
+            self.health
+                .executor_workers
+                .store(hs.len(), Ordering::Release);
             hs
         } else {
             Vec::new()
@@ -130,7 +143,10 @@ impl App {
         let service = warp::service(http::router(p.clone(), self.health.clone()));
         http::server::serve(listener, service, p.metrics().clone(), signal, drain).await;
         let mut workers = futures_util::future::join_all(executor_handles);
-        if tokio::time::timeout_at(deadline, &mut workers).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut workers)
+            .await
+            .is_err()
+        {
             tracing::warn!("steps still running at the shutdown timeout; killing them and releasing their leases");
             self.kill.cancel();
             workers.await;

@@ -15,7 +15,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration of a forgeline server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listener and HTTP limits.
@@ -35,21 +35,6 @@ pub struct Config {
     pub events: EventsConfig,
     /// Log output.
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            tasks: TaskLimits::default(),
-            queue: QueueConfig::default(),
-            executor: ExecutorConfig::default(),
-            steps: BTreeMap::new(),
-            events: EventsConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 /// `[server]`
@@ -436,7 +421,9 @@ impl Config {
         }
         let t = &self.tasks;
         if t.default_max_attempts == 0 || t.default_max_attempts > t.max_attempts_limit {
-            return bad("tasks.default_max_attempts must be between 1 and max_attempts_limit".into());
+            return bad(
+                "tasks.default_max_attempts must be between 1 and max_attempts_limit".into(),
+            );
         }
         if t.max_page_size == 0 || t.max_event_history == 0 {
             return bad("tasks.max_page_size and tasks.max_event_history must be above 0".into());

@@ -17,8 +17,8 @@ use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::events::{EventKind, EventRecord};
 use crate::store::{Store, StoreError, Txn};
-use crate::telemetry::Metrics;
 use crate::tasks::QueueName;
+use crate::telemetry::Metrics;
 
 /// Why a pipeline operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,9 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("store", &self.store).finish()
+        f.debug_struct("Pipeline")
+            .field("store", &self.store)
+            .finish()
     }
 }
 

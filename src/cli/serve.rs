@@ -53,7 +53,10 @@ pub fn run(args: ServeArgs) -> i32 {
         eprintln!("forgeline: {e}");
         return 2;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("forgeline: cannot start the runtime: {e}");

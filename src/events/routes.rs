@@ -14,26 +14,37 @@ use crate::pipeline::Pipeline;
 use crate::tasks::routes::{resume_point, sse_response, stream_limits};
 
 /// The firehose route.
-pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    p: Arc<Pipeline>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "events")
         .and(warp::get())
         .and(with_pipeline(p))
         .and(warp::header::optional::<String>("last-event-id"))
         .and(raw_query())
-        .map(|p: Arc<Pipeline>, last: Option<String>, q: String| respond("/api/v1/events", firehose(p, last, &q)))
+        .map(|p: Arc<Pipeline>, last: Option<String>, q: String| {
+            respond("/api/v1/events", firehose(p, last, &q))
+        })
 }
 
 fn firehose(p: Arc<Pipeline>, last: Option<String>, raw: &str) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    q.only(&["queue", "type", "max_events", "idle_timeout", "last_event_id"])?;
+    q.only(&[
+        "queue",
+        "type",
+        "max_events",
+        "idle_timeout",
+        "last_event_id",
+    ])?;
     let (max_events, idle_timeout) = stream_limits(&q)?;
     let types = match q.get("type") {
         None => None,
         Some(t) => Some(
             t.split(',')
                 .map(|name| {
-                    EventKind::parse(name.trim())
-                        .ok_or_else(|| ApiError::bad_request(format!("unknown event type {name:?}")))
+                    EventKind::parse(name.trim()).ok_or_else(|| {
+                        ApiError::bad_request(format!("unknown event type {name:?}"))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),

@@ -54,7 +54,10 @@ pub struct StreamSpec {
 pub type Item = Result<warp::sse::Event, Infallible>;
 
 /// Opens a stream.
-pub fn open(pipeline: Arc<Pipeline>, spec: StreamSpec) -> impl Stream<Item = Item> + Send + Sync + 'static {
+pub fn open(
+    pipeline: Arc<Pipeline>,
+    spec: StreamSpec,
+) -> impl Stream<Item = Item> + Send + Sync + 'static {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let metrics = pipeline.metrics().clone();
@@ -85,7 +88,11 @@ fn wanted(scope: &Scope, e: &EventRecord) -> bool {
     }
 }
 
-async fn produce(pipeline: &Pipeline, spec: StreamSpec, tx: &mpsc::Sender<Item>) -> Result<(), PipelineError> {
+async fn produce(
+    pipeline: &Pipeline,
+    spec: StreamSpec,
+    tx: &mpsc::Sender<Item>,
+) -> Result<(), PipelineError> {
     let batch = pipeline.config().events.read_batch;
     let mut durable = pipeline.store().durable();
     let mut cursor = spec.after;

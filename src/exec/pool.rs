@@ -36,13 +36,19 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("queues", &self.queues).finish()
+        f.debug_struct("Executor")
+            .field("queues", &self.queues)
+            .finish()
     }
 }
 
 impl Executor {
     /// An executor over the configured queues.
-    pub fn new(pipeline: Arc<Pipeline>, stop: CancellationToken, kill: CancellationToken) -> Executor {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) -> Executor {
         let queues = pipeline
             .config()
             .executor
@@ -133,12 +139,22 @@ impl Executor {
         let result = match outcome {
             _ if lost.is_cancelled() => Ok(()), // lease gone: someone else owns the task now
             _ if self.kill.is_cancelled() => p.release(lease_id, token).await.map(drop),
-            Ok(n) => p.complete(lease_id, token, Some(json!({"steps_passed": n}))).await.map(drop),
-            Err((error, retryable)) => p.fail(lease_id, token, Failure { retryable, error }).await.map(drop),
+            Ok(n) => p
+                .complete(lease_id, token, Some(json!({"steps_passed": n})))
+                .await
+                .map(drop),
+            Err((error, retryable)) => p
+                .fail(lease_id, token, Failure { retryable, error })
+                .await
+                .map(drop),
         };
         match result {
-            Ok(()) | Err(PipelineError::StaleLease { .. }) | Err(PipelineError::NotFound { .. }) => {}
-            Err(e) => tracing::error!(task_id = %g.task.id, error = %e, "executor could not report a result"),
+            Ok(())
+            | Err(PipelineError::StaleLease { .. })
+            | Err(PipelineError::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::error!(task_id = %g.task.id, error = %e, "executor could not report a result")
+            }
         }
     }
 
@@ -162,41 +178,73 @@ impl Executor {
                 Err(e) => return Err((e, false)),
             };
             let started = AgentEvent::for_step(AgentEventKind::VerificationStarted, &cmd.name);
-            if self.pipeline.report_events(lease_id, token, vec![started]).await.is_err() {
+            if self
+                .pipeline
+                .report_events(lease_id, token, vec![started])
+                .await
+                .is_err()
+            {
                 return Err(("lease lost before the step started".into(), true));
             }
             let out = run_step(&cmd, cancel).await;
-            let mut finished = AgentEvent::for_step(AgentEventKind::VerificationFinished, &cmd.name);
+            let mut finished =
+                AgentEvent::for_step(AgentEventKind::VerificationFinished, &cmd.name);
             finished.outcome = Some(out.outcome.as_str().to_string());
             finished.exit_code = out.exit_code.map(i64::from);
             finished.duration_ms = Some(out.duration.as_millis() as u64);
             finished.output_tail = Some(out.output_tail.clone());
             finished.error = out.error.clone();
-            let _ = self.pipeline.report_events(lease_id, token, vec![finished]).await;
+            let _ = self
+                .pipeline
+                .report_events(lease_id, token, vec![finished])
+                .await;
             if out.outcome != StepOutcome::Passed {
-                let msg = out.error.unwrap_or_else(|| format!("step {} failed", cmd.name));
+                let msg = out
+                    .error
+                    .unwrap_or_else(|| format!("step {} failed", cmd.name));
                 let retry = retryable || out.outcome == StepOutcome::TimedOut;
-                return Err((format!("step {} ({}/{}): {msg}", cmd.name, i + 1, task.steps.len()), retry));
+                return Err((
+                    format!("step {} ({}/{}): {msg}", cmd.name, i + 1, task.steps.len()),
+                    retry,
+                ));
             }
         }
         Ok(task.steps.len())
     }
 
-    fn command_for(&self, task: &TaskRecord, spec: &StepSpec, task_dir: &Path) -> Result<(StepCommand, bool), String> {
+    fn command_for(
+        &self,
+        task: &TaskRecord,
+        spec: &StepSpec,
+        task_dir: &Path,
+    ) -> Result<(StepCommand, bool), String> {
         let config = self.pipeline.config();
         let (argv, timeout, workdir, env_allow, fixed, retryable) = match spec {
             StepSpec::Named(name) => {
-                let r = config
-                    .steps
-                    .get(name.as_str())
-                    .ok_or_else(|| format!("no step recipe named {name} in this server's config"))?;
-                (r.argv.clone(), r.timeout, r.workdir.clone(), r.env_allow.clone(), r.env.clone(), r.retryable)
+                let r = config.steps.get(name.as_str()).ok_or_else(|| {
+                    format!("no step recipe named {name} in this server's config")
+                })?;
+                (
+                    r.argv.clone(),
+                    r.timeout,
+                    r.workdir.clone(),
+                    r.env_allow.clone(),
+                    r.env.clone(),
+                    r.retryable,
+                )
             }
             StepSpec::Inline { argv, .. } => {
                 if !config.executor.allow_inline_commands {
                     return Err("inline commands are disabled on this server".into());
                 }
-                (argv.clone(), config.executor.inline_timeout, None, crate::config::default_env_allow(), Default::default(), false)
+                (
+                    argv.clone(),
+                    config.executor.inline_timeout,
+                    None,
+                    crate::config::default_env_allow(),
+                    Default::default(),
+                    false,
+                )
             }
         };
         let cwd: PathBuf = match workdir {
@@ -228,19 +276,29 @@ impl Executor {
 
 /// Extends the lease every third of its length; when it is lost (cancelled
 /// task, expiry), stops the running step.
-async fn heartbeat_loop(pipeline: Arc<Pipeline>, g: Grant, lost: CancellationToken, step_cancel: CancellationToken) {
+async fn heartbeat_loop(
+    pipeline: Arc<Pipeline>,
+    g: Grant,
+    lost: CancellationToken,
+    step_cancel: CancellationToken,
+) {
     let lease_for = Duration::from_millis(g.lease.deadline.saturating_sub(g.lease.granted_at));
     let every = (lease_for / 3).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(every).await;
-        match pipeline.heartbeat(g.lease.id, g.lease.token, lease_for).await {
+        match pipeline
+            .heartbeat(g.lease.id, g.lease.token, lease_for)
+            .await
+        {
             Ok(_) => {}
             Err(PipelineError::StaleLease { .. }) | Err(PipelineError::NotFound { .. }) => {
                 lost.cancel();
                 step_cancel.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(task_id = %g.task.id, error = %e, "heartbeat failed; will retry"),
+            Err(e) => {
+                tracing::warn!(task_id = %g.task.id, error = %e, "heartbeat failed; will retry")
+            }
         }
     }
 }

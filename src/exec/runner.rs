@@ -90,7 +90,10 @@ async fn pump(mut r: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
     loop {
         match r.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => tail.lock().unwrap_or_else(|e| e.into_inner()).push(&chunk[..n]),
+            Ok(n) => tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&chunk[..n]),
         }
     }
 }
@@ -116,7 +119,10 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
         error: Some(error),
     };
     if !cmd.cwd.is_dir() {
-        return fail(format!("working directory {} does not exist", cmd.cwd.display()));
+        return fail(format!(
+            "working directory {} does not exist",
+            cmd.cwd.display()
+        ));
     }
     let mut c = tokio::process::Command::new(&cmd.argv[0]);
     c.args(&cmd.argv[1..])
@@ -187,13 +193,24 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
                 None => format!("{} was killed by a signal", cmd.name),
             }),
         ),
-        (Some(Err(e)), _) => (StepOutcome::Error, None, Some(format!("waiting for {}: {e}", cmd.name))),
+        (Some(Err(e)), _) => (
+            StepOutcome::Error,
+            None,
+            Some(format!("waiting for {}: {e}", cmd.name)),
+        ),
         (None, true) => (
             StepOutcome::TimedOut,
             None,
-            Some(format!("{} timed out after {:?} and was killed", cmd.name, cmd.timeout)),
+            Some(format!(
+                "{} timed out after {:?} and was killed",
+                cmd.name, cmd.timeout
+            )),
         ),
-        (None, _) => (StepOutcome::Error, None, Some(format!("{} was stopped", cmd.name))),
+        (None, _) => (
+            StepOutcome::Error,
+            None,
+            Some(format!("{} was stopped", cmd.name)),
+        ),
     };
     StepOutput {
         outcome,
@@ -223,21 +240,38 @@ mod tests {
     async fn exit_status_decides_the_outcome() {
         let ok = run_step(&cmd(&["true"], 5_000), &CancellationToken::new()).await;
         assert_eq!(ok.outcome, StepOutcome::Passed);
-        let bad = run_step(&cmd(&["sh", "-c", "exit 3"], 5_000), &CancellationToken::new()).await;
+        let bad = run_step(
+            &cmd(&["sh", "-c", "exit 3"], 5_000),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!((bad.outcome, bad.exit_code), (StepOutcome::Failed, Some(3)));
     }
 
     #[tokio::test]
     async fn only_the_tail_of_the_output_is_kept() {
-        let out = run_step(&cmd(&["sh", "-c", "echo 0123456789; echo abcdefghij >&2"], 5_000), &CancellationToken::new()).await;
+        let out = run_step(
+            &cmd(&["sh", "-c", "echo 0123456789; echo abcdefghij >&2"], 5_000),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(out.output_tail.len(), 16);
-        assert!(out.output_tail.ends_with("abcdefghij\n"), "{:?}", out.output_tail);
+        assert!(
+            out.output_tail.ends_with("abcdefghij\n"),
+            "{:?}",
+            out.output_tail
+        );
     }
 
     fn alive(pid: &str) -> bool {
         // A killed process is gone, or a zombie waiting to be reaped.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
             Err(_) => false,
         }
     }
@@ -249,7 +283,10 @@ mod tests {
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let out = run_step(&cmd(&["sh", "-c", &script], 300), &CancellationToken::new()).await;
         assert_eq!(out.outcome, StepOutcome::TimedOut);
-        let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
         // SIGKILL was sent to the group before run_step returned; allow the
         // kernel a moment to finish delivering it.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -261,7 +298,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_an_error_not_a_panic() {
-        let out = run_step(&cmd(&["/nonexistent/forgeline-test"], 1_000), &CancellationToken::new()).await;
+        let out = run_step(
+            &cmd(&["/nonexistent/forgeline-test"], 1_000),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(out.outcome, StepOutcome::Error);
         assert!(out.error.unwrap().contains("cannot start"));
     }

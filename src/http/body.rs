@@ -23,7 +23,9 @@ fn too_large(limit: usize) -> ApiError {
 /// Reads the body, refusing (413) anything over `limit` bytes: by the
 /// Content-Length header before reading, and by counting while reading (for
 /// chunked bodies).
-pub fn limited_body(limit: usize) -> impl Filter<Extract = (BodyResult,), Error = warp::Rejection> + Clone {
+pub fn limited_body(
+    limit: usize,
+) -> impl Filter<Extract = (BodyResult,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .then(move |len: Option<u64>, stream| async move {
@@ -42,7 +44,8 @@ where
     let mut stream = std::pin::pin!(stream);
     let mut out = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
         if out.len() + chunk.remaining() > limit {
             return Err(too_large(limit));
         }
@@ -68,10 +71,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("malformed JSON: {e}"))
+            Category::Data => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
             }
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("malformed JSON: {e}"),
+            ),
         }
     })
 }
@@ -91,7 +98,9 @@ pub fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Inf
 
 /// Decoded `key=value` pairs of a query string, in order (keys may repeat).
 pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -105,8 +114,14 @@ mod tests {
         struct T {
             n: u8,
         }
-        assert_eq!(parse_json::<T>(b"{\"n\":").unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(parse_json::<T>(b"").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_json::<T>(b"{\"n\":").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse_json::<T>(b"").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         let e = parse_json::<T>(b"{\"n\":\"x\"}").unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.message.contains("invalid type"), "{}", e.message);

@@ -33,7 +33,8 @@ pub fn request_id_from(header: Option<&str>) -> String {
         Some(h)
             if !h.is_empty()
                 && h.len() <= MAX_REQUEST_ID_LEN
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
         {
             h.to_string()
         }
@@ -52,7 +53,8 @@ pub fn current_request_id() -> String {
 }
 
 /// Extracts the context (put there by the middleware).
-pub fn context() -> impl Filter<Extract = (RequestContext,), Error = std::convert::Infallible> + Clone {
+pub fn context(
+) -> impl Filter<Extract = (RequestContext,), Error = std::convert::Infallible> + Clone {
     warp::ext::optional::<RequestContext>().map(|c: Option<RequestContext>| {
         c.unwrap_or_else(|| RequestContext {
             request_id: request_id_from(None),

@@ -62,10 +62,12 @@ impl ApiError {
         if let Some(d) = self.details {
             body["details"] = d;
         }
-        let mut resp = warp::reply::with_status(warp::reply::json(&json!({"error": body})), self.status)
-            .into_response();
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&json!({"error": body})), self.status)
+                .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
     }
@@ -128,10 +130,18 @@ pub async fn recover(r: warp::Rejection) -> Result<Response, Infallible> {
     } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
         ApiError::bad_request(e.to_string())
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body too large",
+        )
     } else {
         tracing::warn!(rejection = ?r, "unhandled rejection");
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "the request could not be handled")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request could not be handled",
+        )
     };
     Ok(err.into_response())
 }

@@ -39,45 +39,69 @@ fn check(ok: bool) -> &'static str {
 }
 
 /// `/health/live`, `/health/startup`, `/health/ready`.
-pub fn routes(p: Arc<Pipeline>, h: Arc<Health>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let live = warp::path!("health" / "live")
-        .and(warp::get())
-        .map(|| respond("/health/live", Ok::<_, super::ApiError>(json_reply(StatusCode::OK, &json!({"status": "ok"})))));
-    let hs = h.clone();
-    let startup = warp::path!("health" / "startup").and(warp::get()).map(move || {
-        let ok = hs.started.load(Ordering::Acquire);
-        let body = json!({
-            "status": check(ok),
-            "checks": {"store_open": check(ok), "reconciliation": check(ok)},
-        });
-        let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        respond("/health/startup", Ok::<_, super::ApiError>(json_reply(status, &body)))
+pub fn routes(
+    p: Arc<Pipeline>,
+    h: Arc<Health>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let live = warp::path!("health" / "live").and(warp::get()).map(|| {
+        respond(
+            "/health/live",
+            Ok::<_, super::ApiError>(json_reply(StatusCode::OK, &json!({"status": "ok"}))),
+        )
     });
-    let ready = warp::path!("health" / "ready").and(warp::get()).then(move || {
-        let (p, h) = (p.clone(), h.clone());
-        async move {
-            let started = h.started.load(Ordering::Acquire);
-            let draining = h.draining.load(Ordering::Acquire);
-            let store_ok = matches!(
-                tokio::time::timeout(STORE_PROBE_TIMEOUT, p.store().probe_write()).await,
-                Ok(Ok(()))
-            );
-            let exec_enabled = h.executor_enabled.load(Ordering::Acquire);
-            let exec_ok = !exec_enabled || h.executor_workers.load(Ordering::Acquire) > 0;
-            let ok = started && !draining && store_ok && exec_ok;
+    let hs = h.clone();
+    let startup = warp::path!("health" / "startup")
+        .and(warp::get())
+        .map(move || {
+            let ok = hs.started.load(Ordering::Acquire);
             let body = json!({
                 "status": check(ok),
-                "durability": p.store().durability().as_str(),
-                "checks": {
-                    "started": check(started),
-                    "not_draining": check(!draining),
-                    "store_writable": check(store_ok),
-                    "executor": if exec_enabled { check(exec_ok) } else { "disabled" },
-                },
+                "checks": {"store_open": check(ok), "reconciliation": check(ok)},
             });
-            let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            respond("/health/ready", Ok::<_, super::ApiError>(json_reply(status, &body)))
-        }
-    });
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            respond(
+                "/health/startup",
+                Ok::<_, super::ApiError>(json_reply(status, &body)),
+            )
+        });
+    let ready = warp::path!("health" / "ready")
+        .and(warp::get())
+        .then(move || {
+            let (p, h) = (p.clone(), h.clone());
+            async move {
+                let started = h.started.load(Ordering::Acquire);
+                let draining = h.draining.load(Ordering::Acquire);
+                let store_ok = matches!(
+                    tokio::time::timeout(STORE_PROBE_TIMEOUT, p.store().probe_write()).await,
+                    Ok(Ok(()))
+                );
+                let exec_enabled = h.executor_enabled.load(Ordering::Acquire);
+                let exec_ok = !exec_enabled || h.executor_workers.load(Ordering::Acquire) > 0;
+                let ok = started && !draining && store_ok && exec_ok;
+                let body = json!({
+                    "status": check(ok),
+                    "durability": p.store().durability().as_str(),
+                    "checks": {
+                        "started": check(started),
+                        "not_draining": check(!draining),
+                        "store_writable": check(store_ok),
+                        "executor": if exec_enabled { check(exec_ok) } else { "disabled" },
+                    },
+                });
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                respond(
+                    "/health/ready",
+                    Ok::<_, super::ApiError>(json_reply(status, &body)),
+                )
+            }
+        });
     live.or(startup).unify().or(ready).unify()
 }

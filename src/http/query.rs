@@ -21,17 +21,28 @@ impl Query {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Refuses parameters outside `known`, so typos are not silently ignored.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
-        match self.pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(ApiError::bad_request(format!(
                 "unknown query parameter {k:?}; accepted: {}",
                 known.join(", ")
@@ -46,7 +57,9 @@ impl Query {
             None => Ok(default),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_request(format!("{key} must be an integer from 1 to {max}, got {v:?}"))),
+                _ => Err(ApiError::bad_request(format!(
+                    "{key} must be an integer from 1 to {max}, got {v:?}"
+                ))),
             },
         }
     }
@@ -61,14 +74,23 @@ impl Query {
 
     /// A duration such as `500ms`, `5s`, `2m` (a bare number is seconds).
     pub fn duration(&self, key: &str, max: Duration) -> Result<Option<Duration>, ApiError> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let d = match v.parse::<u64>() {
             Ok(secs) => Ok(Duration::from_secs(secs)),
             Err(_) => humantime::parse_duration(v),
         }
-        .map_err(|_| ApiError::bad_request(format!("{key} must be a duration such as 500ms or 5s, got {v:?}")))?;
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{key} must be a duration such as 500ms or 5s, got {v:?}"
+            ))
+        })?;
         if d.is_zero() || d > max {
-            return Err(ApiError::bad_request(format!("{key} must be above 0 and at most {}", humantime::format_duration(max))));
+            return Err(ApiError::bad_request(format!(
+                "{key} must be above 0 and at most {}",
+                humantime::format_duration(max)
+            )));
         }
         Ok(Some(d))
     }
@@ -83,7 +105,10 @@ mod tests {
         let q = Query::parse("limit=5&events=0&idle_timeout=250ms&typo=1");
         assert_eq!(q.bounded("limit", 10, 100).unwrap(), 5);
         assert!(q.bounded("events", 10, 100).is_err());
-        assert_eq!(q.duration("idle_timeout", Duration::from_secs(60)).unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            q.duration("idle_timeout", Duration::from_secs(60)).unwrap(),
+            Some(Duration::from_millis(250))
+        );
         assert!(q.only(&["limit", "events", "idle_timeout"]).is_err());
         assert_eq!(Query::parse("").bounded("limit", 10, 100).unwrap(), 10);
     }

@@ -15,7 +15,8 @@ use crate::pipeline::Pipeline;
 pub fn router(
     p: Arc<Pipeline>,
     h: Arc<Health>,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static {
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+{
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_pipeline(p.clone()))

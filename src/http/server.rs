@@ -38,7 +38,10 @@ pub struct Middleware<S> {
 
 impl<S, B> Service<Request<B>> for Middleware<S>
 where
-    S: Service<Request<B>, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -52,9 +55,17 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let request_id = request_id_from(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()));
+        let request_id = request_id_from(
+            req.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
         let method = req.method().as_str();
-        let method: &'static str = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
+        let method: &'static str = METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
         req.extensions_mut().insert(RequestContext {
             request_id: request_id.clone(),
             started,
@@ -69,25 +80,51 @@ where
                 Err(never) => match never {},
             };
             let elapsed = started.elapsed();
-            let route = resp.extensions().get::<RouteTag>().map(|r| r.0).unwrap_or("unmatched");
+            let route = resp
+                .extensions()
+                .get::<RouteTag>()
+                .map(|r| r.0)
+                .unwrap_or("unmatched");
             let status = resp.status().as_u16();
             let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 h.insert("x-request-id", v);
             }
-            if let Ok(v) = HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1000.0)) {
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1000.0))
+            {
                 h.insert("x-response-time", v);
             }
             // Scrapes are not counted, so that an idle server's metrics stay idle.
             if route != "/metrics" {
                 let status_label = status_label(status);
-                metrics.http_requests.with_label_values(&[route, method, status_label]).inc();
-                metrics.http_duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+                metrics
+                    .http_requests
+                    .with_label_values(&[route, method, status_label])
+                    .inc();
+                metrics
+                    .http_duration
+                    .with_label_values(&[route, method])
+                    .observe(elapsed.as_secs_f64());
             }
             if route.starts_with("/health") || route == "/metrics" {
-                tracing::debug!(request_id, method, route, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+                tracing::debug!(
+                    request_id,
+                    method,
+                    route,
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                );
             } else {
-                tracing::info!(request_id, method, route, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+                tracing::info!(
+                    request_id,
+                    method,
+                    route,
+                    status,
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                );
             }
             Ok(resp)
         })
@@ -97,17 +134,35 @@ where
 /// The status as a static label (no allocation on the hot path).
 fn status_label(status: u16) -> &'static str {
     const KNOWN: [(u16, &str); 17] = [
-        (200, "200"), (201, "201"), (204, "204"), (400, "400"), (401, "401"), (403, "403"),
-        (404, "404"), (405, "405"), (409, "409"), (413, "413"), (422, "422"), (429, "429"),
-        (500, "500"), (502, "502"), (503, "503"), (504, "504"), (304, "304"),
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (422, "422"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+        (304, "304"),
     ];
-    KNOWN.iter().find(|(c, _)| *c == status).map(|(_, s)| *s).unwrap_or(match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    })
+    KNOWN
+        .iter()
+        .find(|(c, _)| *c == status)
+        .map(|(_, s)| *s)
+        .unwrap_or(match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        })
 }
 
 /// Serves `service` (the warp router, see `warp::service`) on `listener`
@@ -120,8 +175,11 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
-    S: Service<Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible>
-        + Clone
+    S: Service<
+            Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -157,7 +215,13 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "connections still open after the drain timeout; closing them");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "connections still open after the drain timeout; closing them"
+        );
     }
 }

@@ -40,7 +40,16 @@ impl Pipeline {
             }
             task.budget_used = 0;
             let to = TaskState::Queued { eligible_at: now };
-            move_to(txn, out, &mut task, to, EventKind::TaskRequeued, None, now, json!({"by": by}))?;
+            move_to(
+                txn,
+                out,
+                &mut task,
+                to,
+                EventKind::TaskRequeued,
+                None,
+                now,
+                json!({"by": by}),
+            )?;
             Ok(task)
         })
         .await

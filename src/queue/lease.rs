@@ -57,7 +57,10 @@ pub struct Failure {
 /// failing together do not retry together.
 pub fn retry_delay(base: Duration, cap: Duration, n: u32, unit_random: f64) -> Duration {
     let exp = base
-        .checked_mul(1u32.checked_shl(n.saturating_sub(1).min(31)).unwrap_or(u32::MAX))
+        .checked_mul(
+            1u32.checked_shl(n.saturating_sub(1).min(31))
+                .unwrap_or(u32::MAX),
+        )
         .unwrap_or(cap)
         .min(cap);
     let half = exp / 2;
@@ -111,7 +114,14 @@ impl Pipeline {
                     break;
                 }
                 if let Some(last) = grants.last() {
-                    touch_worker(txn, &req.worker, WorkerStatus::Busy, Some(last.task.id), now, None)?;
+                    touch_worker(
+                        txn,
+                        &req.worker,
+                        WorkerStatus::Busy,
+                        Some(last.task.id),
+                        now,
+                        None,
+                    )?;
                 }
                 Ok(grants)
             })
@@ -178,12 +188,22 @@ impl Pipeline {
                     "run_duration_ms": now.saturating_sub(lease.granted_at),
                     "duration_ms": now.saturating_sub(task.created_at),
                 });
-                move_to(txn, out, &mut task, TaskState::Completed { at: now }, EventKind::TaskCompleted, Some(lease.run_id), now, data)?;
+                move_to(
+                    txn,
+                    out,
+                    &mut task,
+                    TaskState::Completed { at: now },
+                    EventKind::TaskCompleted,
+                    Some(lease.run_id),
+                    now,
+                    data,
+                )?;
                 idle_worker(txn, &lease, now)?;
                 Ok((task, run))
             })
             .await?;
-        self.metrics.observe_task_end(&task, run.as_ref(), "completed", self.now());
+        self.metrics
+            .observe_task_end(&task, run.as_ref(), "completed", self.now());
         Ok(task)
     }
 
@@ -204,7 +224,10 @@ impl Pipeline {
                 let exhausted = task.budget_used >= task.max_attempts;
                 let (to, kind, run_outcome, data, label) = if !failure.retryable {
                     (
-                        TaskState::Failed { at: now, error: failure.error.clone() },
+                        TaskState::Failed {
+                            at: now,
+                            error: failure.error.clone(),
+                        },
                         EventKind::TaskFailed,
                         RunOutcome::Failed,
                         json!({"error": failure.error, "retryable": false}),
@@ -212,7 +235,10 @@ impl Pipeline {
                     )
                 } else if exhausted {
                     (
-                        TaskState::Dead { at: now, error: failure.error.clone() },
+                        TaskState::Dead {
+                            at: now,
+                            error: failure.error.clone(),
+                        },
                         EventKind::TaskDeadLettered,
                         RunOutcome::Failed,
                         json!({"error": failure.error, "attempts": task.budget_used}),
@@ -223,7 +249,10 @@ impl Pipeline {
                     let delay = retry_delay(q.retry_base, q.retry_cap, task.budget_used, jitter);
                     let at = now + delay.as_millis() as u64;
                     (
-                        TaskState::Scheduled { eligible_at: at, reason: ScheduleReason::Retry },
+                        TaskState::Scheduled {
+                            eligible_at: at,
+                            reason: ScheduleReason::Retry,
+                        },
                         EventKind::TaskScheduled,
                         RunOutcome::Retried,
                         json!({
@@ -236,20 +265,31 @@ impl Pipeline {
                         "retried",
                     )
                 };
-                let run = finish_run(txn, lease.run_id, now, run_outcome, Some(failure.error.clone()))?;
+                let run = finish_run(
+                    txn,
+                    lease.run_id,
+                    now,
+                    run_outcome,
+                    Some(failure.error.clone()),
+                )?;
                 move_to(txn, out, &mut task, to, kind, Some(lease.run_id), now, data)?;
                 idle_worker(txn, &lease, now)?;
                 Ok((task, run, label))
             })
             .await?;
         if outcome != "retried" {
-            self.metrics.observe_task_end(&task, run.as_ref(), outcome, self.now());
+            self.metrics
+                .observe_task_end(&task, run.as_ref(), outcome, self.now());
         }
         Ok(task)
     }
 
     /// Gives a lease back without counting the attempt (worker shutdown).
-    pub async fn release(&self, lease_id: LeaseId, token: u64) -> Result<TaskRecord, PipelineError> {
+    pub async fn release(
+        &self,
+        lease_id: LeaseId,
+        token: u64,
+    ) -> Result<TaskRecord, PipelineError> {
         let now = self.now();
         self.commit(|txn, out| {
             let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
@@ -257,7 +297,16 @@ impl Pipeline {
             finish_run(txn, lease.run_id, now, RunOutcome::Released, None)?;
             task.budget_used = task.budget_used.saturating_sub(1);
             let data = json!({"reason": "released", "lease_id": lease_id.to_string()});
-            move_to(txn, out, &mut task, TaskState::Queued { eligible_at: now }, EventKind::TaskQueued, Some(lease.run_id), now, data)?;
+            move_to(
+                txn,
+                out,
+                &mut task,
+                TaskState::Queued { eligible_at: now },
+                EventKind::TaskQueued,
+                Some(lease.run_id),
+                now,
+                data,
+            )?;
             idle_worker(txn, &lease, now)?;
             Ok(task)
         })
@@ -376,7 +425,16 @@ fn grant_one(
         "deadline": format_rfc3339(deadline),
         "queue_wait_ms": queue_wait_ms,
     });
-    move_to(txn, out, &mut task, to, EventKind::TaskLeased, Some(run_id), now, data)?;
+    move_to(
+        txn,
+        out,
+        &mut task,
+        to,
+        EventKind::TaskLeased,
+        Some(run_id),
+        now,
+        data,
+    )?;
     Ok(Some(Grant { lease, task, run }))
 }
 

@@ -26,13 +26,17 @@ pub const MAX_EVENTS_PER_CALL: usize = 100;
 pub const MAX_ERROR_LEN: usize = 4096;
 
 /// Every worker-protocol and dead-letter route.
-pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    p: Arc<Pipeline>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = p.config().server.max_body_bytes;
     let lease = warp::path!("api" / "v1" / "queues" / String / "lease")
         .and(warp::post())
         .and(with_pipeline(p.clone()))
         .and(limited_body(limit))
-        .then(|q: String, p, body| async move { respond("/api/v1/queues/{queue}/lease", lease(p, q, body).await) });
+        .then(|q: String, p, body| async move {
+            respond("/api/v1/queues/{queue}/lease", lease(p, q, body).await)
+        });
     let action = |name: &'static str, route: &'static str| {
         warp::path("api")
             .and(warp::path("v1"))
@@ -43,7 +47,9 @@ pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = wa
             .and(warp::post())
             .and(with_pipeline(p.clone()))
             .and(limited_body(limit))
-            .then(move |id: String, p, body| async move { respond(route, lease_call(p, &id, name, body).await) })
+            .then(move |id: String, p, body| async move {
+                respond(route, lease_call(p, &id, name, body).await)
+            })
     };
     let lease_action = action("heartbeat", "/api/v1/leases/{lease_id}/heartbeat")
         .or(action("events", "/api/v1/leases/{lease_id}/events"))
@@ -62,9 +68,18 @@ pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = wa
         .and(with_pipeline(p))
         .and(context())
         .then(|id: String, p, ctx| async move {
-            respond("/api/v1/dead-letter/{id}/requeue", requeue(p, ctx, id).await)
+            respond(
+                "/api/v1/dead-letter/{id}/requeue",
+                requeue(p, ctx, id).await,
+            )
         });
-    lease.or(lease_action).unify().or(dead).unify().or(requeue).unify()
+    lease
+        .or(lease_action)
+        .unify()
+        .or(dead)
+        .unify()
+        .or(requeue)
+        .unify()
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,7 +107,11 @@ fn lease_length(p: &Pipeline, ms: Option<u64>) -> Result<Duration, ApiError> {
             if d < q.min_lease || d > q.max_lease {
                 return Err(ApiError::invalid(
                     "lease_ms",
-                    format!("lease_ms must be {}-{}", q.min_lease.as_millis(), q.max_lease.as_millis()),
+                    format!(
+                        "lease_ms must be {}-{}",
+                        q.min_lease.as_millis(),
+                        q.max_lease.as_millis()
+                    ),
                 ));
             }
             Ok(d)
@@ -120,11 +139,17 @@ async fn lease(p: Arc<Pipeline>, queue: String, body: BodyResult) -> Result<Resp
     let worker = WorkerId::parse(&b.worker_id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
     let cfg = &p.config().queue;
     if b.max == 0 || b.max > cfg.max_batch {
-        return Err(ApiError::invalid("max", format!("max must be 1-{}", cfg.max_batch)));
+        return Err(ApiError::invalid(
+            "max",
+            format!("max must be 1-{}", cfg.max_batch),
+        ));
     }
     let max_wait = cfg.max_wait.as_millis() as u64;
     if b.wait_ms > max_wait {
-        return Err(ApiError::invalid("wait_ms", format!("wait_ms must be 0-{max_wait}")));
+        return Err(ApiError::invalid(
+            "wait_ms",
+            format!("wait_ms must be 0-{max_wait}"),
+        ));
     }
     let req = LeaseRequest {
         queues: vec![queue],
@@ -175,8 +200,14 @@ fn yes() -> bool {
     true
 }
 
-async fn lease_call(p: Arc<Pipeline>, id: &str, action: &str, body: BodyResult) -> Result<Response, ApiError> {
-    let lease_id = LeaseId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+async fn lease_call(
+    p: Arc<Pipeline>,
+    id: &str,
+    action: &str,
+    body: BodyResult,
+) -> Result<Response, ApiError> {
+    let lease_id =
+        LeaseId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
     let body = body?;
     match action {
         "heartbeat" => {
@@ -191,7 +222,10 @@ async fn lease_call(p: Arc<Pipeline>, id: &str, action: &str, body: BodyResult) 
         "events" => {
             let b: EventsBody = parse_json(&body)?;
             if b.events.is_empty() || b.events.len() > MAX_EVENTS_PER_CALL {
-                return Err(ApiError::invalid("events", format!("send 1-{MAX_EVENTS_PER_CALL} events per call")));
+                return Err(ApiError::invalid(
+                    "events",
+                    format!("send 1-{MAX_EVENTS_PER_CALL} events per call"),
+                ));
             }
             let mut events = Vec::with_capacity(b.events.len());
             for (i, v) in b.events.iter().enumerate() {
@@ -221,10 +255,20 @@ async fn lease_call(p: Arc<Pipeline>, id: &str, action: &str, body: BodyResult) 
         _ => {
             let b: FailBody = parse_json(&body)?;
             if b.error.is_empty() || b.error.len() > MAX_ERROR_LEN {
-                return Err(ApiError::invalid("error", format!("error must be 1-{MAX_ERROR_LEN} bytes")));
+                return Err(ApiError::invalid(
+                    "error",
+                    format!("error must be 1-{MAX_ERROR_LEN} bytes"),
+                ));
             }
             let task = p
-                .fail(lease_id, b.token, Failure { retryable: b.retryable, error: b.error })
+                .fail(
+                    lease_id,
+                    b.token,
+                    Failure {
+                        retryable: b.retryable,
+                        error: b.error,
+                    },
+                )
                 .await?;
             Ok(json_reply(StatusCode::OK, &task_json(&task)))
         }
@@ -238,7 +282,9 @@ fn list_dead(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
     let limit = q.bounded("limit", 50.min(max), max)?;
     let cursor = match q.get("cursor") {
         None => None,
-        Some(c) => Some(TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?),
+        Some(c) => Some(
+            TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?,
+        ),
     };
     let page = p.dead_letter(q.get("queue").map(str::to_string), cursor, limit)?;
     let tasks: Vec<Value> = page
@@ -250,11 +296,15 @@ fn list_dead(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
             v
         })
         .collect();
-    Ok(json_reply(StatusCode::OK, &json!({"tasks": tasks, "next_cursor": page.next_cursor})))
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"tasks": tasks, "next_cursor": page.next_cursor}),
+    ))
 }
 
 async fn requeue(p: Arc<Pipeline>, ctx: RequestContext, id: String) -> Result<Response, ApiError> {
-    let id = TaskId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let id =
+        TaskId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
     let task = p.requeue_dead(id, &ctx.principal).await?;
     Ok(json_reply(StatusCode::OK, &task_json(&task)))
 }

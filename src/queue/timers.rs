@@ -78,7 +78,10 @@ impl Pipeline {
                             continue;
                         };
                         let reason = match &task.state {
-                            TaskState::Scheduled { eligible_at, reason } if eligible_at == at => reason.clone(),
+                            TaskState::Scheduled {
+                                eligible_at,
+                                reason,
+                            } if eligible_at == at => reason.clone(),
                             _ => {
                                 txn.delete(keys::scheduled(*at, tb));
                                 continue;
@@ -89,7 +92,16 @@ impl Pipeline {
                             crate::tasks::ScheduleReason::Retry => "retry",
                         };
                         let to = TaskState::Queued { eligible_at: *at };
-                        move_to(txn, out, &mut task, to, EventKind::TaskQueued, None, now, json!({"reason": why}))?;
+                        move_to(
+                            txn,
+                            out,
+                            &mut task,
+                            to,
+                            EventKind::TaskQueued,
+                            None,
+                            now,
+                            json!({"reason": why}),
+                        )?;
                         moved += 1;
                     }
                     Ok(moved)
@@ -130,10 +142,13 @@ impl Pipeline {
                         let Some(task) = txn.get::<TaskRecord>(&keys::task(&id.to_bytes()))? else {
                             continue;
                         };
-                        let Some(l) = task.state.lease().cloned() else { continue };
+                        let Some(l) = task.state.lease().cloned() else {
+                            continue;
+                        };
                         let lease = txn.get::<LeaseRecord>(&keys::lease(&l.lease_id.to_bytes()))?;
                         match lease {
-                            Some(lease) if lease.state == LeaseState::Active && lease.deadline > now => {}
+                            Some(lease)
+                                if lease.state == LeaseState::Active && lease.deadline > now => {}
                             Some(lease) => {
                                 expire(txn, out, &lease, l.lease_id, now)?;
                                 n += 1;
@@ -142,7 +157,16 @@ impl Pipeline {
                                 // No lease record at all: requeue the task directly.
                                 let mut task = task;
                                 let to = TaskState::Queued { eligible_at: now };
-                                move_to(txn, out, &mut task, to, EventKind::TaskQueued, Some(l.run_id), now, json!({"reason": "reconciled"}))?;
+                                move_to(
+                                    txn,
+                                    out,
+                                    &mut task,
+                                    to,
+                                    EventKind::TaskQueued,
+                                    Some(l.run_id),
+                                    now,
+                                    json!({"reason": "reconciled"}),
+                                )?;
                                 n += 1;
                             }
                         }
@@ -180,7 +204,9 @@ impl Pipeline {
                 tracing::error!(error = %e, "scheduler failed");
             }
             let sleep = match self.next_timer_due() {
-                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(self.now())).min(MAX_TIMER_SLEEP),
+                Ok(Some(at)) => {
+                    Duration::from_millis(at.saturating_sub(self.now())).min(MAX_TIMER_SLEEP)
+                }
                 _ => MAX_TIMER_SLEEP,
             };
             tokio::select! {
@@ -211,7 +237,13 @@ fn expire(
     now: Millis,
 ) -> Result<(), PipelineError> {
     end_lease(txn, lease_id, now, "expired")?;
-    finish_run(txn, lease.run_id, now, RunOutcome::LeaseExpired, Some("lease expired".into()))?;
+    finish_run(
+        txn,
+        lease.run_id,
+        now,
+        RunOutcome::LeaseExpired,
+        Some("lease expired".into()),
+    )?;
     let Some(mut task) = txn.get::<TaskRecord>(&keys::task(&lease.task_id.to_bytes()))? else {
         return Ok(());
     };
@@ -223,15 +255,42 @@ fn expire(
         "worker": lease.worker,
         "deadline": format_rfc3339(lease.deadline),
     });
-    append_event(txn, out, &task, EventKind::LeaseExpired, Some(lease.run_id), now, info, false)?;
+    append_event(
+        txn,
+        out,
+        &task,
+        EventKind::LeaseExpired,
+        Some(lease.run_id),
+        now,
+        info,
+        false,
+    )?;
     task.last_error = Some(format!("lease {lease_id} held by {} expired", lease.worker));
     if task.budget_used >= task.max_attempts {
         let error = task.last_error.clone().unwrap_or_default();
         let data = json!({"error": error, "attempts": task.budget_used});
-        move_to(txn, out, &mut task, TaskState::Dead { at: now, error }, EventKind::TaskDeadLettered, Some(lease.run_id), now, data)?;
+        move_to(
+            txn,
+            out,
+            &mut task,
+            TaskState::Dead { at: now, error },
+            EventKind::TaskDeadLettered,
+            Some(lease.run_id),
+            now,
+            data,
+        )?;
     } else {
         let to = TaskState::Queued { eligible_at: now };
-        move_to(txn, out, &mut task, to, EventKind::TaskQueued, Some(lease.run_id), now, json!({"reason": "lease_expired"}))?;
+        move_to(
+            txn,
+            out,
+            &mut task,
+            to,
+            EventKind::TaskQueued,
+            Some(lease.run_id),
+            now,
+            json!({"reason": "lease_expired"}),
+        )?;
     }
     Ok(())
 }

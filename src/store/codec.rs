@@ -78,7 +78,10 @@ mod tests {
             match version {
                 1 => {
                     let (v1, _): (V1, _) = bincode::serde::decode_from_slice(body, config())?;
-                    Ok(V2 { a: v1.a, b: String::new() })
+                    Ok(V2 {
+                        a: v1.a,
+                        b: String::new(),
+                    })
                 }
                 v => Err(CodecError::UnknownVersion(v)),
             }
@@ -87,7 +90,10 @@ mod tests {
 
     #[test]
     fn version_byte_leads_and_round_trips() {
-        let v = V2 { a: 7, b: "x".into() };
+        let v = V2 {
+            a: 7,
+            b: "x".into(),
+        };
         let bytes = encode(&v).unwrap();
         assert_eq!(bytes[0], 2);
         assert_eq!(decode::<V2>(&bytes).unwrap(), v);
@@ -97,8 +103,17 @@ mod tests {
     fn older_versions_go_through_decode_old() {
         let mut old = vec![1u8];
         old.extend(bincode::serde::encode_to_vec(V1 { a: 9 }, config()).unwrap());
-        assert_eq!(decode::<V2>(&old).unwrap(), V2 { a: 9, b: String::new() });
-        assert!(matches!(decode::<V2>(&[9, 0]), Err(CodecError::UnknownVersion(9))));
+        assert_eq!(
+            decode::<V2>(&old).unwrap(),
+            V2 {
+                a: 9,
+                b: String::new()
+            }
+        );
+        assert!(matches!(
+            decode::<V2>(&[9, 0]),
+            Err(CodecError::UnknownVersion(9))
+        ));
         assert!(matches!(decode::<V2>(&[]), Err(CodecError::Empty)));
     }
 }

@@ -113,7 +113,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -128,9 +130,16 @@ impl Store {
             .path(dir)
             .open()
             .map_err(sled_err("opening the database"))?;
-        let data = db.open_tree(DATA_TREE).map_err(sled_err("opening the data tree"))?;
-        let meta = db.open_tree(META_TREE).map_err(sled_err("opening the meta tree"))?;
-        match meta.get(META_SCHEMA).map_err(sled_err("reading the schema version"))? {
+        let data = db
+            .open_tree(DATA_TREE)
+            .map_err(sled_err("opening the data tree"))?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(sled_err("opening the meta tree"))?;
+        match meta
+            .get(META_SCHEMA)
+            .map_err(sled_err("reading the schema version"))?
+        {
             Some(v) => {
                 let found = u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 4]));
                 if found > SCHEMA_VERSION {
@@ -198,13 +207,19 @@ impl Store {
             .meta
             .get(META_SCHEMA)
             .map_err(sled_err("reading the schema version"))?;
-        Ok(v.map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
-            .unwrap_or(0))
+        Ok(
+            v.map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4])))
+                .unwrap_or(0),
+        )
     }
 
     /// Reads and decodes one record.
     pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StoreError> {
-        let raw = self.inner.data.get(key).map_err(sled_err("reading a record"))?;
+        let raw = self
+            .inner
+            .data
+            .get(key)
+            .map_err(sled_err("reading a record"))?;
         raw.map(|v| decode_at(key, &v)).transpose()
     }
 
@@ -272,10 +287,10 @@ impl Store {
 
     fn range_rev(&self, prefix: &[u8], before: Option<&[u8]>) -> sled::Iter {
         match before {
-            Some(b) if b.starts_with(prefix) => self
-                .inner
-                .data
-                .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), Bound::Excluded(b.to_vec()))),
+            Some(b) if b.starts_with(prefix) => self.inner.data.range::<Vec<u8>, _>((
+                Bound::Included(prefix.to_vec()),
+                Bound::Excluded(b.to_vec()),
+            )),
             _ => self.inner.data.scan_prefix(prefix),
         }
     }
@@ -296,7 +311,11 @@ impl Store {
 
     /// Reads a count stored by [`Txn::add_count`].
     pub fn count(&self, key: &[u8]) -> Result<u64, StoreError> {
-        let v = self.inner.data.get(key).map_err(sled_err("reading a count"))?;
+        let v = self
+            .inner
+            .data
+            .get(key)
+            .map_err(sled_err("reading a count"))?;
         Ok(v.map(|v| decode_count(&v)).unwrap_or(0))
     }
 
@@ -317,7 +336,10 @@ impl Store {
 
     /// Runs `f` under the writer lock and applies what it wrote as one atomic
     /// batch. Nothing is written when `f` fails.
-    pub fn write<T, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>) -> Result<(T, Commit), E>
+    pub fn write<T, E>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<(T, Commit), E>
     where
         E: From<StoreError>,
     {
@@ -345,7 +367,10 @@ impl Store {
         state.seq += 1;
         state.last_event_id = next_event_id - 1;
         let commit = Commit { seq: state.seq };
-        inner.applied.event_id.store(state.last_event_id, Ordering::Release);
+        inner
+            .applied
+            .event_id
+            .store(state.last_event_id, Ordering::Release);
         inner.applied.seq.store(state.seq, Ordering::Release);
         match &inner.committer {
             Some(c) => c.request(),
@@ -370,7 +395,9 @@ impl Store {
         if d.seq >= commit.seq {
             Ok(())
         } else {
-            Err(StoreError::Commit(d.error.clone().unwrap_or_else(|| Arc::from("unknown"))))
+            Err(StoreError::Commit(
+                d.error.clone().unwrap_or_else(|| Arc::from("unknown")),
+            ))
         }
     }
 
@@ -387,7 +414,10 @@ impl Store {
 
     /// Flushes everything (shutdown) and stops the committer.
     pub fn close(&self) -> Result<(), StoreError> {
-        self.inner.db.flush().map_err(sled_err("flushing at shutdown"))?;
+        self.inner
+            .db
+            .flush()
+            .map_err(sled_err("flushing at shutdown"))?;
         if let Some(c) = &self.inner.committer {
             c.stop();
         }
@@ -609,12 +639,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path(), Durability::Relaxed).unwrap();
-            s.write(|t| {
-                let id = t.next_event_id();
-                t.put_raw(keys::event(id), b"x");
-                Ok::<_, StoreError>(())
-            })
-            .unwrap();
+            let _ = s
+                .write(|t| {
+                    let id = t.next_event_id();
+                    t.put_raw(keys::event(id), b"x");
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
             s.close().unwrap();
         }
         let s = Store::open(dir.path(), Durability::Relaxed).unwrap();
@@ -626,13 +657,14 @@ mod tests {
     #[test]
     fn keys_after_a_cursor_stay_inside_the_prefix() {
         let (_d, s) = open(Durability::Relaxed);
-        s.write(|t| {
-            for k in ["a1", "a2", "a3", "b1"] {
-                t.put_raw(k.as_bytes().to_vec(), b"");
-            }
-            Ok::<_, StoreError>(())
-        })
-        .unwrap();
+        let _ = s
+            .write(|t| {
+                for k in ["a1", "a2", "a3", "b1"] {
+                    t.put_raw(k.as_bytes().to_vec(), b"");
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
         let ks = s.keys(b"a", Some(b"a1"), 10).unwrap();
         assert_eq!(ks.len(), 2);
         assert_eq!(s.count(b"none").unwrap(), 0);

@@ -3,10 +3,10 @@
 
 mod ids;
 mod model;
+pub mod routes;
 pub mod service;
 pub mod submit;
 pub mod transition;
-pub mod routes;
 pub mod view;
 
 pub use ids::{InvalidName, LeaseId, QueueName, RunId, StepName, TaskId, WorkerId};

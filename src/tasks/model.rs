@@ -97,16 +97,22 @@ impl StateKind {
     /// The state machine: may a task go from `self` to `to`?
     pub fn allows(self, to: StateKind) -> bool {
         use StateKind::*;
-        match (self, to) {
-            (Scheduled, Queued) => true,
-            (Queued, Running) => true,
-            (Running, Verifying) => true,
-            (Running | Verifying, Completed | AwaitingReview | Failed | Dead | Scheduled | Queued) => true,
-            (AwaitingReview, Completed | Failed | Queued | Scheduled) => true,
-            (Dead, Queued) => true,
-            (Scheduled | Queued | Running | Verifying | AwaitingReview, Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Scheduled, Queued)
+                | (Queued, Running)
+                | (Running, Verifying)
+                | (
+                    Running | Verifying,
+                    Completed | AwaitingReview | Failed | Dead | Scheduled | Queued
+                )
+                | (AwaitingReview, Completed | Failed | Queued | Scheduled)
+                | (Dead, Queued)
+                | (
+                    Scheduled | Queued | Running | Verifying | AwaitingReview,
+                    Cancelled
+                )
+        )
     }
 }
 
@@ -439,7 +445,14 @@ mod tests {
     #[test]
     fn leasing_needs_a_queued_task() {
         assert!(Queued.allows(Running));
-        for from in [Scheduled, Running, Verifying, AwaitingReview, Completed, Dead] {
+        for from in [
+            Scheduled,
+            Running,
+            Verifying,
+            AwaitingReview,
+            Completed,
+            Dead,
+        ] {
             assert!(!from.allows(Running), "{from:?}");
         }
     }

@@ -27,7 +27,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const DOSSIER_MAX_EVENTS: usize = 100_000;
 
 /// Every task route.
-pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    p: Arc<Pipeline>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let limit = p.config().server.max_body_bytes;
     let submit = warp::path!("api" / "v1" / "tasks")
         .and(warp::post())
@@ -46,7 +48,10 @@ pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = wa
         .and(raw_query())
         .and(limited_body(limit))
         .then(|p, ctx, headers, q: String, body| async move {
-            respond("/api/v1/tasks/stream", submit_and_stream(p, ctx, headers, q, body).await)
+            respond(
+                "/api/v1/tasks/stream",
+                submit_and_stream(p, ctx, headers, q, body).await,
+            )
         });
     let list = warp::path!("api" / "v1" / "tasks")
         .and(warp::get())
@@ -57,26 +62,35 @@ pub fn routes(p: Arc<Pipeline>) -> impl Filter<Extract = (Response,), Error = wa
         .and(warp::get())
         .and(with_pipeline(p.clone()))
         .and(raw_query())
-        .map(|id: String, p: Arc<Pipeline>, q: String| respond("/api/v1/tasks/{id}", get_task(&p, &id, &q)));
+        .map(|id: String, p: Arc<Pipeline>, q: String| {
+            respond("/api/v1/tasks/{id}", get_task(&p, &id, &q))
+        });
     let events = warp::path!("api" / "v1" / "tasks" / String / "events")
         .and(warp::get())
         .and(with_pipeline(p.clone()))
         .and(warp::header::optional::<String>("last-event-id"))
         .and(raw_query())
-        .map(|id: String, p: Arc<Pipeline>, last: Option<String>, q: String| {
-            respond("/api/v1/tasks/{id}/events", task_events(p, &id, last, &q))
-        });
+        .map(
+            |id: String, p: Arc<Pipeline>, last: Option<String>, q: String| {
+                respond("/api/v1/tasks/{id}/events", task_events(p, &id, last, &q))
+            },
+        );
     let dossier = warp::path!("api" / "v1" / "tasks" / String / "dossier")
         .and(warp::get())
         .and(with_pipeline(p.clone()))
-        .map(|id: String, p: Arc<Pipeline>| respond("/api/v1/tasks/{id}/dossier", dossier(&p, &id)));
+        .map(|id: String, p: Arc<Pipeline>| {
+            respond("/api/v1/tasks/{id}/dossier", dossier(&p, &id))
+        });
     let cancel = warp::path!("api" / "v1" / "tasks" / String / "cancel")
         .and(warp::post())
         .and(with_pipeline(p.clone()))
         .and(context())
         .and(limited_body(limit))
         .then(|id: String, p, ctx, body| async move {
-            respond("/api/v1/tasks/{id}/cancel", cancel_task(p, ctx, id, body).await)
+            respond(
+                "/api/v1/tasks/{id}/cancel",
+                cancel_task(p, ctx, id, body).await,
+            )
         });
     let run = warp::path!("api" / "v1" / "runs" / String)
         .and(warp::get())
@@ -108,7 +122,11 @@ fn traceparent(headers: &HeaderMap) -> String {
     let given = headers.get("traceparent").and_then(|v| v.to_str().ok());
     if let Some(tp) = given {
         let parts: Vec<&str> = tp.split('-').collect();
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
         if parts.len() == 4
             && hex(parts[0], 2)
             && parts[0] != "ff"
@@ -121,7 +139,11 @@ fn traceparent(headers: &HeaderMap) -> String {
             return tp.to_string();
         }
     }
-    format!("00-{:032x}-{:016x}-01", rand::random::<u128>() | 1, rand::random::<u64>() | 1)
+    format!(
+        "00-{:032x}-{:016x}-01",
+        rand::random::<u128>() | 1,
+        rand::random::<u64>() | 1
+    )
 }
 
 async fn prepare(
@@ -213,13 +235,15 @@ pub fn stream_limits(q: &Query) -> Result<(Option<usize>, Option<std::time::Dura
 pub fn sse_response(p: Arc<Pipeline>, spec: StreamSpec, task: Option<TaskId>) -> Response {
     let keepalive = p.config().events.keepalive;
     let s = stream::open(p, spec);
-    let mut resp = warp::sse::reply(warp::sse::keep_alive().interval(keepalive).stream(s)).into_response();
+    let mut resp =
+        warp::sse::reply(warp::sse::keep_alive().interval(keepalive).stream(s)).into_response();
     if let Some(id) = task {
         if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
             resp.headers_mut().insert("x-task-id", v);
         }
     }
-    resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -232,7 +256,10 @@ fn list_tasks(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
         None => None,
         Some(s) => Some(StateKind::parse(s).ok_or_else(|| {
             let all: Vec<&str> = StateKind::ALL.iter().map(|k| k.as_str()).collect();
-            ApiError::bad_request(format!("unknown state {s:?}; expected one of {}", all.join(", ")))
+            ApiError::bad_request(format!(
+                "unknown state {s:?}; expected one of {}",
+                all.join(", ")
+            ))
         })?),
     };
     let labels = q
@@ -241,12 +268,16 @@ fn list_tasks(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
         .map(|l| {
             l.split_once(':')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| ApiError::bad_request(format!("label filters are key:value, got {l:?}")))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("label filters are key:value, got {l:?}"))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let cursor = match q.get("cursor") {
         None => None,
-        Some(c) => Some(TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?),
+        Some(c) => Some(
+            TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?,
+        ),
     };
     let filter = TaskFilter {
         state,
@@ -269,7 +300,11 @@ pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Va
     let runs = p.runs_of(task)?;
     let mut v = task_json(task);
     v["runs"] = runs.iter().map(run_json).collect::<Vec<_>>().into();
-    v["events"] = events.iter().map(|e| json!(e.envelope())).collect::<Vec<_>>().into();
+    v["events"] = events
+        .iter()
+        .map(|e| json!(e.envelope()))
+        .collect::<Vec<_>>()
+        .into();
     v["events_truncated"] = truncated.into();
     Ok(v)
 }
@@ -280,13 +315,22 @@ fn get_task(p: &Pipeline, id: &str, raw: &str) -> Result<Response, ApiError> {
     let limits = &p.config().tasks;
     let n = match q.get("events") {
         Some("0") => 0,
-        _ => q.bounded("events", limits.default_event_history, limits.max_event_history)?,
+        _ => q.bounded(
+            "events",
+            limits.default_event_history,
+            limits.max_event_history,
+        )?,
     };
     let task = p.task(task_id(id)?)?;
     Ok(json_reply(StatusCode::OK, &task_with_history(p, &task, n)?))
 }
 
-fn task_events(p: Arc<Pipeline>, id: &str, last: Option<String>, raw: &str) -> Result<Response, ApiError> {
+fn task_events(
+    p: Arc<Pipeline>,
+    id: &str,
+    last: Option<String>,
+    raw: &str,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     q.only(&["max_events", "idle_timeout", "last_event_id"])?;
     let id = task_id(id)?;
@@ -306,8 +350,11 @@ fn task_events(p: Arc<Pipeline>, id: &str, last: Option<String>, raw: &str) -> R
 pub fn resume_point(last: Option<&str>) -> Result<u64, ApiError> {
     match last {
         None => Ok(0),
-        Some(s) => crate::events::parse_event_id(s)
-            .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID {s:?} is not an event id (16 hex digits)"))),
+        Some(s) => crate::events::parse_event_id(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Last-Event-ID {s:?} is not an event id (16 hex digits)"
+            ))
+        }),
     }
 }
 
@@ -316,7 +363,8 @@ fn dossier(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
     let mut v = task_with_history(p, &task, DOSSIER_MAX_EVENTS)?;
     v["schema"] = "forgeline.dossier.v1".into();
     let mut resp = json_reply(StatusCode::OK, &v);
-    if let Ok(h) = HeaderValue::from_str(&format!("attachment; filename=\"task-{}.json\"", task.id)) {
+    if let Ok(h) = HeaderValue::from_str(&format!("attachment; filename=\"task-{}.json\"", task.id))
+    {
         resp.headers_mut().insert("content-disposition", h);
     }
     Ok(resp)
@@ -328,7 +376,12 @@ struct CancelBody {
     reason: Option<String>,
 }
 
-async fn cancel_task(p: Arc<Pipeline>, ctx: RequestContext, id: String, body: BodyResult) -> Result<Response, ApiError> {
+async fn cancel_task(
+    p: Arc<Pipeline>,
+    ctx: RequestContext,
+    id: String,
+    body: BodyResult,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let body: CancelBody = parse_json_or_default(&body?)?;
     if body.reason.as_ref().is_some_and(|r| r.len() > 1024) {
@@ -339,7 +392,8 @@ async fn cancel_task(p: Arc<Pipeline>, ctx: RequestContext, id: String, body: Bo
 }
 
 fn get_run(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
-    let run_id = RunId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let run_id =
+        RunId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
     let run = p.run(run_id)?;
     let (events, _) = p.recent_events(run.task_id, p.config().tasks.max_event_history)?;
     let mut v = run_json(&run);

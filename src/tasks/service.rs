@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::ids::{RunId, TaskId};
 use super::model::{
-    IdempotencyRecord, LeaseRecord, LeaseState, RunOutcome, RunRecord, StateKind,
-    TaskRecord, TaskState,
+    IdempotencyRecord, LeaseRecord, LeaseState, RunOutcome, RunRecord, StateKind, TaskRecord,
+    TaskState,
 };
 use super::submit::NewTask;
 use super::transition::{self, append_event, move_to};
@@ -168,7 +168,11 @@ impl Pipeline {
     }
 
     /// The last `n` events of a task (oldest first) and whether older ones exist.
-    pub fn recent_events(&self, id: TaskId, n: usize) -> Result<(Vec<EventRecord>, bool), PipelineError> {
+    pub fn recent_events(
+        &self,
+        id: TaskId,
+        n: usize,
+    ) -> Result<(Vec<EventRecord>, bool), PipelineError> {
         let prefix = keys::task_events_prefix(&id.to_bytes());
         let mut ids = self.store.keys_rev(&prefix, None, n + 1)?;
         let truncated = ids.len() > n;
@@ -229,7 +233,10 @@ impl Pipeline {
         let mut scanned = 0;
         let mut last: Option<TaskId> = cursor;
         let matches = |t: &TaskRecord| {
-            filter.queue.as_deref().is_none_or(|q| t.queue.as_str() == q)
+            filter
+                .queue
+                .as_deref()
+                .is_none_or(|q| t.queue.as_str() == q)
                 && filter.state.is_none_or(|s| t.state.kind() == s)
                 && filter
                     .labels
@@ -304,7 +311,13 @@ impl Pipeline {
             let lease = task.state.lease().cloned();
             if let Some(l) = &lease {
                 end_lease(txn, l.lease_id, now, "cancelled")?;
-                finish_run(txn, l.run_id, now, RunOutcome::Cancelled, Some("cancelled".into()))?;
+                finish_run(
+                    txn,
+                    l.run_id,
+                    now,
+                    RunOutcome::Cancelled,
+                    Some("cancelled".into()),
+                )?;
             }
             let to = TaskState::Cancelled {
                 at: now,
@@ -312,7 +325,16 @@ impl Pipeline {
                 reason: reason.clone(),
             };
             let run = lease.map(|l| l.run_id);
-            move_to(txn, out, &mut task, to, EventKind::TaskCancelled, run, now, json!({"by": by, "reason": reason}))?;
+            move_to(
+                txn,
+                out,
+                &mut task,
+                to,
+                EventKind::TaskCancelled,
+                run,
+                now,
+                json!({"by": by, "reason": reason}),
+            )?;
             Ok(task)
         })
         .await
@@ -329,7 +351,10 @@ impl Pipeline {
                 continue;
             };
             let queue = String::from_utf8_lossy(&k[2..]).into_owned();
-            out.insert((state, queue), u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+            out.insert(
+                (state, queue),
+                u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            );
         }
         Ok(out)
     }

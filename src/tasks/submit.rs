@@ -100,7 +100,11 @@ pub struct NewTask {
 }
 
 /// Checks a submission against the limits and the step recipes.
-pub fn validate(req: SubmitRequest, config: &Config, now: Millis) -> Result<NewTask, PipelineError> {
+pub fn validate(
+    req: SubmitRequest,
+    config: &Config,
+    now: Millis,
+) -> Result<NewTask, PipelineError> {
     let limits = &config.tasks;
     let queue = QueueName::parse(req.queue.as_deref().unwrap_or(DEFAULT_QUEUE))
         .map_err(|e| PipelineError::invalid("queue", e.0))?;
@@ -113,14 +117,20 @@ pub fn validate(req: SubmitRequest, config: &Config, now: Millis) -> Result<NewT
     }
     let eligible_at = match (&req.run_at, &req.delay) {
         (Some(_), Some(_)) => {
-            return Err(PipelineError::invalid("run_at", "give run_at or delay, not both"))
+            return Err(PipelineError::invalid(
+                "run_at",
+                "give run_at or delay, not both",
+            ))
         }
         (Some(t), None) => Some(parse_rfc3339(t).ok_or_else(|| {
             PipelineError::invalid("run_at", format!("{t:?} is not an RFC 3339 time"))
         })?),
         (None, Some(d)) => {
             let d = humantime::parse_duration(d).map_err(|_| {
-                PipelineError::invalid("delay", format!("{d:?} is not a duration such as \"90s\" or \"10m\""))
+                PipelineError::invalid(
+                    "delay",
+                    format!("{d:?} is not a duration such as \"90s\" or \"10m\""),
+                )
             })?;
             Some(now + d.as_millis() as u64)
         }
@@ -131,13 +141,18 @@ pub fn validate(req: SubmitRequest, config: &Config, now: Millis) -> Result<NewT
     if req.labels.len() > limits.max_labels {
         return Err(PipelineError::invalid(
             "labels",
-            format!("at most {} labels, got {}", limits.max_labels, req.labels.len()),
+            format!(
+                "at most {} labels, got {}",
+                limits.max_labels,
+                req.labels.len()
+            ),
         ));
     }
     for (k, v) in &req.labels {
         let key_ok = !k.is_empty()
             && k.len() <= limits.max_label_key_bytes
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c));
         if !key_ok {
             return Err(PipelineError::invalid(
                 format!("labels.{k}"),
@@ -172,11 +187,15 @@ pub fn validate(req: SubmitRequest, config: &Config, now: Millis) -> Result<NewT
     if req.steps.len() > limits.max_steps {
         return Err(PipelineError::invalid(
             "steps",
-            format!("at most {} steps, got {}", limits.max_steps, req.steps.len()),
+            format!(
+                "at most {} steps, got {}",
+                limits.max_steps,
+                req.steps.len()
+            ),
         ));
     }
-    let executor_queue = config.executor.enabled
-        && config.executor.queues.iter().any(|q| q == queue.as_str());
+    let executor_queue =
+        config.executor.enabled && config.executor.queues.iter().any(|q| q == queue.as_str());
     let mut steps = Vec::with_capacity(req.steps.len());
     for (i, s) in req.steps.into_iter().enumerate() {
         let field = format!("steps[{i}]");
@@ -202,12 +221,15 @@ pub fn validate(req: SubmitRequest, config: &Config, now: Millis) -> Result<NewT
                         "inline commands are disabled (executor.allow_inline_commands = false); name a configured step instead",
                     ));
                 }
-                let name = StepName::parse(&name).map_err(|e| PipelineError::invalid(&field, e.0))?;
+                let name =
+                    StepName::parse(&name).map_err(|e| PipelineError::invalid(&field, e.0))?;
                 let total: usize = argv.iter().map(String::len).sum();
                 if argv.is_empty() || argv[0].is_empty() || total > MAX_INLINE_ARGV_BYTES {
                     return Err(PipelineError::invalid(
                         format!("{field}.argv"),
-                        format!("argv must name a program and stay under {MAX_INLINE_ARGV_BYTES} bytes"),
+                        format!(
+                            "argv must name a program and stay under {MAX_INLINE_ARGV_BYTES} bytes"
+                        ),
                     ));
                 }
                 StepSpec::Inline { name, argv }
@@ -308,17 +330,40 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        assert_eq!(invalid_field(req(serde_json::json!({"priority": 10}))), "priority");
-        assert_eq!(invalid_field(req(serde_json::json!({"queue": "a b"}))), "queue");
-        assert_eq!(invalid_field(req(serde_json::json!({"steps": ["nope"]}))), "steps[0]");
         assert_eq!(
-            invalid_field(req(serde_json::json!({"steps": [{"name": "x", "argv": ["sh"]}]}))),
+            invalid_field(req(serde_json::json!({"priority": 10}))),
+            "priority"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"queue": "a b"}))),
+            "queue"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"steps": ["nope"]}))),
             "steps[0]"
         );
-        assert_eq!(invalid_field(req(serde_json::json!({"workdir": "../etc"}))), "workdir");
-        assert_eq!(invalid_field(req(serde_json::json!({"run_at": "soon"}))), "run_at");
-        assert_eq!(invalid_field(req(serde_json::json!({"max_attempts": 0}))), "max_attempts");
-        assert_eq!(invalid_field(req(serde_json::json!({"labels": {"bad key": "v"}}))), "labels.bad key");
+        assert_eq!(
+            invalid_field(req(
+                serde_json::json!({"steps": [{"name": "x", "argv": ["sh"]}]})
+            )),
+            "steps[0]"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"workdir": "../etc"}))),
+            "workdir"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"run_at": "soon"}))),
+            "run_at"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"max_attempts": 0}))),
+            "max_attempts"
+        );
+        assert_eq!(
+            invalid_field(req(serde_json::json!({"labels": {"bad key": "v"}}))),
+            "labels.bad key"
+        );
     }
 
     #[test]

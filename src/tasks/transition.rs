@@ -16,6 +16,7 @@ use crate::pipeline::PipelineError;
 use crate::store::{keys, StoreError, Txn};
 
 /// Appends an event about `task` and indexes it under the task.
+#[allow(clippy::too_many_arguments)]
 pub fn append_event(
     txn: &mut Txn<'_>,
     out: &mut Vec<EventRecord>,
@@ -97,9 +98,12 @@ pub fn illegal(task: &TaskRecord, to: StateKind) -> PipelineError {
 fn unindex(txn: &mut Txn<'_>, task: &TaskRecord) -> Result<(), StoreError> {
     let id = task.id.to_bytes();
     match &task.state {
-        TaskState::Queued { eligible_at } => {
-            txn.delete(keys::ready(task.queue.as_str(), task.priority, *eligible_at, &id))
-        }
+        TaskState::Queued { eligible_at } => txn.delete(keys::ready(
+            task.queue.as_str(),
+            task.priority,
+            *eligible_at,
+            &id,
+        )),
         TaskState::Scheduled { eligible_at, .. } => txn.delete(keys::scheduled(*eligible_at, &id)),
         _ => {}
     }
@@ -111,9 +115,10 @@ fn unindex(txn: &mut Txn<'_>, task: &TaskRecord) -> Result<(), StoreError> {
 fn index(txn: &mut Txn<'_>, task: &TaskRecord) -> Result<(), StoreError> {
     let id = task.id.to_bytes();
     match &task.state {
-        TaskState::Queued { eligible_at } => {
-            txn.put_raw(keys::ready(task.queue.as_str(), task.priority, *eligible_at, &id), &[])
-        }
+        TaskState::Queued { eligible_at } => txn.put_raw(
+            keys::ready(task.queue.as_str(), task.priority, *eligible_at, &id),
+            &[],
+        ),
         TaskState::Scheduled { eligible_at, .. } => {
             txn.put_raw(keys::scheduled(*eligible_at, &id), &[])
         }

@@ -9,7 +9,10 @@ use crate::clock::format_rfc3339;
 /// The state's data (`state_detail`).
 pub fn state_detail(state: &TaskState) -> Value {
     match state {
-        TaskState::Scheduled { eligible_at, reason } => json!({
+        TaskState::Scheduled {
+            eligible_at,
+            reason,
+        } => json!({
             "eligible_at": format_rfc3339(*eligible_at),
             "reason": match reason { ScheduleReason::Delayed => "delayed", ScheduleReason::Retry => "retry" },
         }),

@@ -88,9 +88,18 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-        .expect("valid metric");
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -106,25 +115,94 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
         let m = Metrics {
-            http_requests: counter_vec(&r, "forgeline_http_requests_total", "HTTP requests by route template, method and status.", &["route", "method", "status"]),
-            http_duration: histogram_vec(&r, "forgeline_http_request_duration_seconds", "HTTP request latency by route template and method.", &["route", "method"], HTTP_BUCKETS),
-            submitted: counter_vec(&r, "forgeline_tasks_submitted_total", "Tasks accepted by the API.", &["queue"]),
-            queue_wait: histogram_vec(&r, "forgeline_queue_wait_seconds", "Time from a task becoming eligible to its lease.", &["queue"], QUEUE_WAIT_BUCKETS),
-            leases_expired: counter_vec(&r, "forgeline_leases_expired_total", "Leases that ran out before the worker finished.", &["queue"]),
-            stale_acks: counter_vec(&r, "forgeline_stale_acks_total", "Worker calls refused because their lease had ended or their token was stale.", &["queue"]),
-            retries: counter_vec(&r, "forgeline_retries_total", "Failed runs scheduled for another attempt.", &["queue"]),
-            dead_letter: counter_vec(&r, "forgeline_dead_letter_total", "Tasks moved to dead-letter after exhausting their attempts.", &["queue"]),
-            task_duration: histogram_vec(&r, "forgeline_task_duration_seconds", "Time from submit to a terminal state.", &["queue", "outcome", "agents"], DURATION_BUCKETS),
-            verification: histogram_vec(&r, "forgeline_verification_duration_seconds", "Verification step durations.", &["step", "outcome"], DURATION_BUCKETS),
-            tasks: gauge_vec(&r, "forgeline_tasks", "Tasks by state and queue.", &["state", "queue"]),
-            queue_depth: gauge_vec(&r, "forgeline_queue_depth", "Tasks eligible and waiting for a lease.", &["queue"]),
+            http_requests: counter_vec(
+                &r,
+                "forgeline_http_requests_total",
+                "HTTP requests by route template, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram_vec(
+                &r,
+                "forgeline_http_request_duration_seconds",
+                "HTTP request latency by route template and method.",
+                &["route", "method"],
+                HTTP_BUCKETS,
+            ),
+            submitted: counter_vec(
+                &r,
+                "forgeline_tasks_submitted_total",
+                "Tasks accepted by the API.",
+                &["queue"],
+            ),
+            queue_wait: histogram_vec(
+                &r,
+                "forgeline_queue_wait_seconds",
+                "Time from a task becoming eligible to its lease.",
+                &["queue"],
+                QUEUE_WAIT_BUCKETS,
+            ),
+            leases_expired: counter_vec(
+                &r,
+                "forgeline_leases_expired_total",
+                "Leases that ran out before the worker finished.",
+                &["queue"],
+            ),
+            stale_acks: counter_vec(
+                &r,
+                "forgeline_stale_acks_total",
+                "Worker calls refused because their lease had ended or their token was stale.",
+                &["queue"],
+            ),
+            retries: counter_vec(
+                &r,
+                "forgeline_retries_total",
+                "Failed runs scheduled for another attempt.",
+                &["queue"],
+            ),
+            dead_letter: counter_vec(
+                &r,
+                "forgeline_dead_letter_total",
+                "Tasks moved to dead-letter after exhausting their attempts.",
+                &["queue"],
+            ),
+            task_duration: histogram_vec(
+                &r,
+                "forgeline_task_duration_seconds",
+                "Time from submit to a terminal state.",
+                &["queue", "outcome", "agents"],
+                DURATION_BUCKETS,
+            ),
+            verification: histogram_vec(
+                &r,
+                "forgeline_verification_duration_seconds",
+                "Verification step durations.",
+                &["step", "outcome"],
+                DURATION_BUCKETS,
+            ),
+            tasks: gauge_vec(
+                &r,
+                "forgeline_tasks",
+                "Tasks by state and queue.",
+                &["state", "queue"],
+            ),
+            queue_depth: gauge_vec(
+                &r,
+                "forgeline_queue_depth",
+                "Tasks eligible and waiting for a lease.",
+                &["queue"],
+            ),
             sse_subscribers: {
-                let g = IntGauge::new("forgeline_sse_subscribers", "Open event streams.").expect("valid metric");
+                let g = IntGauge::new("forgeline_sse_subscribers", "Open event streams.")
+                    .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
             store_size: {
-                let g = IntGauge::new("forgeline_store_size_bytes", "Bytes the sled store occupies on disk.").expect("valid metric");
+                let g = IntGauge::new(
+                    "forgeline_store_size_bytes",
+                    "Bytes the sled store occupies on disk.",
+                )
+                .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
@@ -138,18 +216,28 @@ impl Metrics {
         )
         .expect("valid metric");
         build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("FORGELINE_COMMIT").unwrap_or("unknown")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("FORGELINE_COMMIT").unwrap_or("unknown"),
+            ])
             .set(1);
         m.registry.register(Box::new(build)).expect("unique metric");
         #[cfg(target_os = "linux")]
         m.registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("unique metric");
         Arc::new(m)
     }
 
     fn queue(&self, queue: &str) -> QueueHandles {
-        if let Some(h) = self.queues.read().unwrap_or_else(|e| e.into_inner()).get(queue) {
+        if let Some(h) = self
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(queue)
+        {
             return h.clone();
         }
         let mut map = self.queues.write().unwrap_or_else(|e| e.into_inner());
@@ -212,7 +300,11 @@ impl Metrics {
     /// One finished verification step.
     pub fn observe_verification(&self, step: &str, outcome: &str, duration_ms: u64) {
         let label = {
-            let known = self.steps.read().unwrap_or_else(|e| e.into_inner()).contains_key(step);
+            let known = self
+                .steps
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(step);
             if known {
                 step
             } else {
@@ -231,7 +323,13 @@ impl Metrics {
     }
 
     /// A task reached a terminal state (`outcome`: completed, failed, dead, cancelled).
-    pub fn observe_task_end(&self, task: &TaskRecord, run: Option<&RunRecord>, outcome: &str, now: u64) {
+    pub fn observe_task_end(
+        &self,
+        task: &TaskRecord,
+        run: Option<&RunRecord>,
+        outcome: &str,
+        now: u64,
+    ) {
         let agents = match run.map(|r| r.agents.len()).unwrap_or(0) {
             0 => "none",
             1 => "single",

@@ -3,7 +3,9 @@
 pub mod logging;
 mod metrics;
 
-pub use metrics::{Metrics, DURATION_BUCKETS, HTTP_BUCKETS, MAX_QUEUE_LABELS, OTHER_LABEL, QUEUE_WAIT_BUCKETS};
+pub use metrics::{
+    Metrics, DURATION_BUCKETS, HTTP_BUCKETS, MAX_QUEUE_LABELS, OTHER_LABEL, QUEUE_WAIT_BUCKETS,
+};
 
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::tasks::StateKind;
@@ -16,7 +18,9 @@ pub fn refresh_gauges(p: &Pipeline) -> Result<(), PipelineError> {
     m.queue_depth.reset();
     for ((state, queue), n) in p.task_counts()? {
         let q = m.queue_label(&queue);
-        m.tasks.with_label_values(&[state.as_str(), q]).add(n as i64);
+        m.tasks
+            .with_label_values(&[state.as_str(), q])
+            .add(n as i64);
         if state == StateKind::Queued {
             m.queue_depth.with_label_values(&[q]).add(n as i64);
         }

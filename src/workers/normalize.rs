@@ -49,12 +49,19 @@ impl AgentEventKind {
         ("tool_invoked", AgentEventKind::ToolInvoked),
         ("agent_finished", AgentEventKind::AgentFinished),
         ("verification_started", AgentEventKind::VerificationStarted),
-        ("verification_finished", AgentEventKind::VerificationFinished),
+        (
+            "verification_finished",
+            AgentEventKind::VerificationFinished,
+        ),
     ];
 
     /// The canonical name.
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("")
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("")
     }
 }
 
@@ -133,7 +140,11 @@ impl AgentEvent {
         put("exit_code", self.exit_code.map(Value::from));
         put("error", self.error.clone().map(Value::from));
         put("output_tail", self.output_tail.clone().map(Value::from));
-        put("reported_at", self.timestamp.map(|t| crate::clock::format_rfc3339(t).into()));
+        put(
+            "reported_at",
+            self.timestamp
+                .map(|t| crate::clock::format_rfc3339(t).into()),
+        );
         if !self.attributes.is_empty() {
             m.insert("attributes".into(), Value::Object(self.attributes.clone()));
         }
@@ -173,7 +184,9 @@ fn flatten(value: &Value) -> Result<Map<String, Value>, ShapeError> {
         match out.get(&key) {
             Some(prev) if prev != v => Err(err(
                 &key,
-                format!("{key:?} is given twice with different values (as {k:?} and another spelling)"),
+                format!(
+                    "{key:?} is given twice with different values (as {k:?} and another spelling)"
+                ),
             )),
             _ => {
                 out.insert(key, v.clone());
@@ -188,7 +201,9 @@ fn flatten(value: &Value) -> Result<Map<String, Value>, ShapeError> {
         add(k, v, &mut out)?;
     }
     let nested = match (top.get("event_data"), top.get("eventData")) {
-        (Some(_), Some(_)) => return Err(err("event_data", "give event_data or eventData, not both")),
+        (Some(_), Some(_)) => {
+            return Err(err("event_data", "give event_data or eventData, not both"))
+        }
         (Some(n), None) | (None, Some(n)) => Some(n),
         (None, None) => None,
     };
@@ -230,7 +245,11 @@ fn take_u64(m: &mut Map<String, Value>, name: &str) -> Result<Option<u64>, Shape
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or_else(|| err(name, format!("{name} must be a non-negative integer"))),
         Some(_) => Err(err(name, format!("{name} must be a non-negative integer"))),
@@ -249,7 +268,13 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
         .map(|(_, k)| *k)
         .ok_or_else(|| {
             let names: Vec<&str> = AgentEventKind::ALL.iter().map(|(n, _)| *n).collect();
-            err("type", format!("unknown event type {type_name:?}; expected one of {}", names.join(", ")))
+            err(
+                "type",
+                format!(
+                    "unknown event type {type_name:?}; expected one of {}",
+                    names.join(", ")
+                ),
+            )
         })?;
     let agent_name = take_str(&mut m, &["agent_name", "agent"])?;
     let tool_name = take_str(&mut m, &["tool_name", "tool"])?;
@@ -259,14 +284,20 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
     let mut outcome = take_str(&mut m, &["outcome", "status"])?;
     let exit_code = match m.remove("exit_code") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_i64().ok_or_else(|| err("exit_code", "exit_code must be an integer"))?),
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .ok_or_else(|| err("exit_code", "exit_code must be an integer"))?,
+        ),
         Some(_) => return Err(err("exit_code", "exit_code must be an integer")),
     };
     let error = take_str(&mut m, &["error", "error_message"])?;
     let mut output_tail = take_str(&mut m, &["output_tail", "output"])?;
     let timestamp = match take_str(&mut m, &["timestamp", "time", "ts"])? {
         None => None,
-        Some(t) => Some(parse_rfc3339(&t).ok_or_else(|| err("timestamp", format!("{t:?} is not an RFC 3339 time")))?),
+        Some(t) => Some(
+            parse_rfc3339(&t)
+                .ok_or_else(|| err("timestamp", format!("{t:?} is not an RFC 3339 time")))?,
+        ),
     };
     if let Some(t) = &mut output_tail {
         if t.len() > MAX_OUTPUT_TAIL {
@@ -279,7 +310,10 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
     }
     m.remove("token");
     if m.len() > MAX_ATTRIBUTES {
-        return Err(err("attributes", format!("at most {MAX_ATTRIBUTES} extra attributes per event")));
+        return Err(err(
+            "attributes",
+            format!("at most {MAX_ATTRIBUTES} extra attributes per event"),
+        ));
     }
     let need = |v: &Option<String>, f: &str| -> Result<(), ShapeError> {
         if v.as_deref().is_none_or(str::is_empty) {
@@ -288,7 +322,9 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
         Ok(())
     };
     match kind {
-        AgentEventKind::AgentStarted | AgentEventKind::AgentFinished => need(&agent_name, "agent_name")?,
+        AgentEventKind::AgentStarted | AgentEventKind::AgentFinished => {
+            need(&agent_name, "agent_name")?
+        }
         AgentEventKind::ToolInvoked => need(&tool_name, "tool_name")?,
         AgentEventKind::VerificationStarted | AgentEventKind::VerificationFinished => {
             need(&step, "step")?;
@@ -300,9 +336,12 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
         if outcome.is_none() {
             outcome = exit_code.map(|c| if c == 0 { "passed" } else { "failed" }.to_string());
         }
-        let o = outcome
-            .as_deref()
-            .ok_or_else(|| err("outcome", "verification_finished needs outcome or exit_code"))?;
+        let o = outcome.as_deref().ok_or_else(|| {
+            err(
+                "outcome",
+                "verification_finished needs outcome or exit_code",
+            )
+        })?;
         let o = snake_case(o);
         let o = match o.as_str() {
             "success" | "succeeded" | "ok" | "pass" => "passed".to_string(),
@@ -311,7 +350,10 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
             other => other.to_string(),
         };
         if !STEP_OUTCOMES.contains(&o.as_str()) {
-            return Err(err("outcome", format!("outcome must be one of {}", STEP_OUTCOMES.join(", "))));
+            return Err(err(
+                "outcome",
+                format!("outcome must be one of {}", STEP_OUTCOMES.join(", ")),
+            ));
         }
         outcome = Some(o);
     }
@@ -371,13 +413,19 @@ pub struct StatusReport {
 /// Normalises a status report, enforcing the projection's rules.
 pub fn normalize_status(value: &Value) -> Result<StatusReport, ShapeError> {
     let mut m = flatten(value)?;
-    let status = take_str(&mut m, &["status", "state"])?.ok_or_else(|| err("status", "missing status"))?;
+    let status =
+        take_str(&mut m, &["status", "state"])?.ok_or_else(|| err("status", "missing status"))?;
     let status = match snake_case(&status).as_str() {
         "idle" => WorkerStatus::Idle,
         "busy" | "working" => WorkerStatus::Busy,
         "draining" => WorkerStatus::Draining,
         "offline" => WorkerStatus::Offline,
-        _ => return Err(err("status", format!("unknown status {status:?}; expected idle, busy, draining or offline"))),
+        _ => {
+            return Err(err(
+                "status",
+                format!("unknown status {status:?}; expected idle, busy, draining or offline"),
+            ))
+        }
     };
     let current_task = match take_str(&mut m, &["current_task", "current_task_id", "task_id"])? {
         None => None,
@@ -389,9 +437,16 @@ pub fn normalize_status(value: &Value) -> Result<StatusReport, ShapeError> {
         return Err(err(k, format!("unknown field {k:?} in a status report")));
     }
     if status == WorkerStatus::Idle && current_task.is_some() {
-        return Err(err("current_task", "an idle worker cannot have a current_task"));
+        return Err(err(
+            "current_task",
+            "an idle worker cannot have a current_task",
+        ));
     }
-    Ok(StatusReport { status, current_task, detail })
+    Ok(StatusReport {
+        status,
+        current_task,
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -422,13 +477,34 @@ mod tests {
             (json!({"tool_name": "x"}), Some("type")),
             (json!({"type": "teleported"}), Some("type")),
             (json!({"type": "tool_invoked"}), Some("tool_name")),
-            (json!({"type": "tool_invoked", "tool_name": 3}), Some("tool_name")),
-            (json!({"type": "tool_invoked", "tool_name": "a", "toolName": "b"}), Some("tool_name")),
-            (json!({"type": "verification_finished", "step": "build"}), Some("outcome")),
-            (json!({"type": "verification_finished", "step": "build", "outcome": "meh"}), Some("outcome")),
-            (json!({"type": "verification_started", "step": "bad step"}), Some("step")),
-            (json!({"type": "agent_started", "agent_name": "a", "duration_ms": -1}), Some("duration_ms")),
-            (json!({"type": "agent_started", "event_data": 5}), Some("event_data")),
+            (
+                json!({"type": "tool_invoked", "tool_name": 3}),
+                Some("tool_name"),
+            ),
+            (
+                json!({"type": "tool_invoked", "tool_name": "a", "toolName": "b"}),
+                Some("tool_name"),
+            ),
+            (
+                json!({"type": "verification_finished", "step": "build"}),
+                Some("outcome"),
+            ),
+            (
+                json!({"type": "verification_finished", "step": "build", "outcome": "meh"}),
+                Some("outcome"),
+            ),
+            (
+                json!({"type": "verification_started", "step": "bad step"}),
+                Some("step"),
+            ),
+            (
+                json!({"type": "agent_started", "agent_name": "a", "duration_ms": -1}),
+                Some("duration_ms"),
+            ),
+            (
+                json!({"type": "agent_started", "event_data": 5}),
+                Some("event_data"),
+            ),
         ];
         for (v, field) in cases {
             let e = normalize_event(&v).expect_err(&v.to_string());
@@ -438,9 +514,15 @@ mod tests {
 
     #[test]
     fn exit_code_implies_an_outcome() {
-        let e = normalize_event(&json!({"type": "verification_finished", "step": "test", "exitCode": 2})).unwrap();
+        let e = normalize_event(
+            &json!({"type": "verification_finished", "step": "test", "exitCode": 2}),
+        )
+        .unwrap();
         assert_eq!(e.outcome.as_deref(), Some("failed"));
-        let e = normalize_event(&json!({"type": "verificationFinished", "step": "test", "status": "success"})).unwrap();
+        let e = normalize_event(
+            &json!({"type": "verificationFinished", "step": "test", "status": "success"}),
+        )
+        .unwrap();
         assert_eq!(e.outcome.as_deref(), Some("passed"));
     }
 
@@ -449,7 +531,8 @@ mod tests {
         let id = TaskId::from_ulid(ulid::Ulid::new()).to_string();
         let e = normalize_status(&json!({"status": "idle", "currentTask": id})).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("current_task"));
-        let ok = normalize_status(&json!({"event_data": {"status": "busy", "current_task": id}})).unwrap();
+        let ok = normalize_status(&json!({"event_data": {"status": "busy", "current_task": id}}))
+            .unwrap();
         assert_eq!(ok.status, WorkerStatus::Busy);
         assert!(normalize_status(&json!({"status": "idle", "mood": "ok"})).is_err());
     }

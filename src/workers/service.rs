@@ -115,8 +115,21 @@ impl Pipeline {
                     let start_verifying = e.kind == AgentEventKind::VerificationStarted
                         && matches!(task.state, TaskState::Running(_));
                     if start_verifying {
-                        let l = task.state.lease().cloned().expect("running tasks hold a lease");
-                        move_to(txn, out, &mut task, TaskState::Verifying(l), kind, Some(run.id), now, data)?;
+                        let l = task
+                            .state
+                            .lease()
+                            .cloned()
+                            .expect("running tasks hold a lease");
+                        move_to(
+                            txn,
+                            out,
+                            &mut task,
+                            TaskState::Verifying(l),
+                            kind,
+                            Some(run.id),
+                            now,
+                            data,
+                        )?;
                     } else {
                         append_event(txn, out, &task, kind, Some(run.id), now, data, false)?;
                     }
@@ -128,7 +141,8 @@ impl Pipeline {
             .await?;
         for e in &events {
             if e.kind == AgentEventKind::VerificationFinished {
-                if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms) {
+                if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms)
+                {
                     self.metrics.observe_verification(step, outcome, ms);
                 }
             }

@@ -1,0 +1,262 @@
+//! Bad input gets the right status and a JSON error, and changes nothing.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::spawn_app_with;
+
+const UNKNOWN_ID: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_leave_the_store_unchanged() {
+    let app = spawn_app_with(|c| c.server.max_body_bytes = 4096).await;
+    let keep = app
+        .submit(json!({"queue": "q", "payload": {"keep": true}}))
+        .await;
+    let keep_id = keep["id"].as_str().unwrap().to_string();
+    let before = app.task(&keep_id).await;
+
+    let cases: Vec<(&str, String, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            b"{\"queue\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            b"\xff\xfe".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            b"[1,2]".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            br#"{"priority": "high"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            br#"{"priority": 10}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            br#"{"queue": "no spaces"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            br#"{"queue": "q", "colour": "red"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            br#"{"steps": [{"name": "x", "argv": ["rm", "-rf", "/"]}]}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            format!("{{\"payload\": \"{}\"}}", "x".repeat(5000)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            "GET",
+            format!("/api/v1/tasks/{UNKNOWN_ID}"),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/tasks/not-a-task-id".into(),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/tasks/{UNKNOWN_ID}/dossier"),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/tasks/{UNKNOWN_ID}/events"),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            format!("/api/v1/runs/{UNKNOWN_ID}"),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{UNKNOWN_ID}/cancel"),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{keep_id}/cancel"),
+            br#"{"reason": 5}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            format!("/api/v1/dead-letter/{keep_id}/requeue"),
+            vec![],
+            StatusCode::CONFLICT,
+            "not_dead",
+        ),
+        (
+            "POST",
+            "/api/v1/queues/q/lease".into(),
+            br#"{"max": 1}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            format!("/api/v1/leases/{UNKNOWN_ID}/complete"),
+            br#"{"token": "one"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            format!("/api/v1/leases/{UNKNOWN_ID}/teleport"),
+            br#"{}"#.to_vec(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/api/v1/tasks?limit=0".into(),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/tasks?colour=red".into(),
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/api/v1/tasks".into(),
+            vec![],
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET",
+            "/api/v2/tasks".into(),
+            vec![],
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let req = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        let r = req.send().await.unwrap();
+        let got = r.status();
+        let json: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+        assert_eq!(
+            got,
+            status,
+            "{method} {path} {}: {json}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(json["error"]["code"], code, "{method} {path}: {json}");
+        assert!(!json["error"]["message"].as_str().unwrap_or("").is_empty());
+        assert!(json["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+
+    let list = app.get("/api/v1/tasks").await.body;
+    assert_eq!(
+        list["tasks"].as_array().unwrap().len(),
+        1,
+        "no bad request created a task"
+    );
+    let after = app.task(&keep_id).await;
+    assert_eq!(after["state"], before["state"]);
+    assert_eq!(
+        after["events"], before["events"],
+        "no bad request appended an event"
+    );
+    assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_body_is_refused_while_reading() {
+    let app = spawn_app_with(|c| c.server.max_body_bytes = 4096).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b' '; 1024])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = app.post_raw("/api/v1/tasks", body).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code(), "too_large");
+}
+
+#[tokio::test]
+async fn completing_a_cancelled_task_is_refused_and_the_task_stays_cancelled() {
+    let app = spawn_app_with(|_| {}).await;
+    let t = app.submit(json!({"queue": "q"})).await;
+    let lease = app.lease("q", "w", 1).await.remove(0);
+    let id = t["id"].as_str().unwrap();
+    app.post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
+        .await;
+    for action in ["complete", "events"] {
+        let body = if action == "events" {
+            json!({"events": [{"type": "agent_started", "agent_name": "a"}]})
+        } else {
+            json!({})
+        };
+        let r = app.lease_call(&lease, action, body).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{action}");
+    }
+    assert_eq!(app.task(id).await["state"], "cancelled");
+}

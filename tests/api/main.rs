@@ -1,0 +1,12 @@
+//! The integration suite: one binary, every test against a real server on a
+//! loopback port with a real sled store in a temp dir.
+
+mod bad_input;
+mod durability;
+mod executor;
+mod fixtures;
+mod helpers;
+mod process;
+mod streams;
+mod tasks;
+mod worker_protocol;
