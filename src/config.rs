@@ -487,6 +487,8 @@ pub fn is_contained_relative(path: &Path) -> bool {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -505,6 +507,104 @@ mod tests {
         assert!(c.validate().is_err());
         c.server.allow_remote = true;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_beat_env_which_beats_the_file_which_beats_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "forgeline.toml",
+                "[server]\nport = 1111\nmax_body_bytes = 2048\n[tasks]\nmax_payload_bytes = 1024\n[store]\ndata_dir = \"from-file\"\n",
+            )?;
+            jail.set_env("FORGELINE_SERVER__PORT", "2222");
+            jail.set_env("FORGELINE_STORE__DATA_DIR", "from-env");
+            jail.set_env("FORGELINE_CONFIG", "ignored-here");
+            let flags = Overrides {
+                port: Some(3333),
+                ..Overrides::default()
+            };
+            let c = Config::load(None, &flags).expect("loads");
+            assert_eq!(c.server.port, 3333, "flag over env");
+            assert_eq!(c.store.data_dir, PathBuf::from("from-env"), "env over file");
+            assert_eq!(c.server.max_body_bytes, 2048, "file over default");
+            assert_eq!(c.queue.lease_timeout, Duration::from_secs(30), "default");
+            let without_flag = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(without_flag.server.port, 2222);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_or_a_missing_file_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[server]\nprot = 1\n")?;
+            let e = Config::load(Some(Path::new("typo.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("prot"), "{e}");
+            assert!(Config::load(Some(Path::new("nope.toml")), &Overrides::default()).is_err());
+            jail.set_env("FORGELINE_QUEUE__LEASE_TIMEOUT", "soon");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        // Inside a jail: other tests here change FORGELINE_* variables.
+        figment::Jail::expect_with(|_| {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/forgeline.example.toml");
+            let c =
+                Config::load(Some(&path), &Overrides::default()).expect("example config is valid");
+            for step in [
+                "build",
+                "test",
+                "clippy",
+                "npm-ci",
+                "npm-build",
+                "merge-check",
+            ] {
+                assert!(c.steps.contains_key(step), "{step}");
+            }
+            assert_eq!(c.steps["npm-ci"].workdir.as_deref(), Some(Path::new("web")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn docs_configuration_lists_every_key() {
+        fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v.as_object() {
+                Some(m) if !m.is_empty() => {
+                    for (k, v) in m {
+                        let p = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        keys(&p, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        keys(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut all,
+        );
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| k.as_str() != "steps" && !doc.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md lacks {missing:?}"
+        );
     }
 
     #[test]

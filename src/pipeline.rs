@@ -3,7 +3,7 @@
 //! [`Pipeline`] owns the store, the clock, the limits and the wake-up channels.
 //! Its operations live beside their domain (`tasks::service`, `queue::lease`,
 //! `queue::timers`, `queue::deadletter`, `workers`), each an `impl Pipeline`
-//! block, and all of them write through [`Pipeline::commit`], which is the one
+//! block, and all of them write through `Pipeline::commit`, which is the one
 //! place where a transition's events are handed to telemetry and waiting
 //! lessees are woken.
 

@@ -412,6 +412,19 @@ impl Store {
         self.wait_durable(c).await
     }
 
+    /// Flushes and fdatasyncs right now, outside the group committer: what a
+    /// write would cost if every request paid for its own flush. Used by the
+    /// commit benchmark; request paths use [`Store::wait_durable`].
+    pub fn sync_now(&self) -> Result<(), StoreError> {
+        self.inner.db.flush().map_err(sled_err("flushing"))?;
+        std::fs::File::open(self.inner.dir.join("db"))
+            .and_then(|f| f.sync_data())
+            .map_err(|source| StoreError::Open {
+                path: self.inner.dir.clone(),
+                source,
+            })
+    }
+
     /// Flushes everything (shutdown) and stops the committer.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner

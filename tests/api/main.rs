@@ -7,6 +7,7 @@ mod executor;
 mod fixtures;
 mod helpers;
 mod process;
+mod soak;
 mod streams;
 mod tasks;
 mod worker_protocol;
