@@ -62,12 +62,18 @@ async fn run(mode: Mode, clients: usize, secs: u64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     println!("| clients | flush per request (tasks/s) | group commit (tasks/s) | ratio |");
     println!("|--------:|----------------------------:|-----------------------:|------:|");
     for clients in [1, 16, 64] {
         let per = run(Mode::FlushPerRequest, clients, secs).await;
         let group = run(Mode::GroupCommit, clients, secs).await;
-        println!("| {clients} | {per:.0} | {group:.0} | {:.1}x |", group / per);
+        println!(
+            "| {clients} | {per:.0} | {group:.0} | {:.1}x |",
+            group / per
+        );
     }
 }

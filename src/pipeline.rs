@@ -62,9 +62,6 @@ pub enum PipelineError {
     /// Storage failed; the client should retry (503).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The server is draining (503).
-    #[error("server is shutting down")]
-    ShuttingDown,
 }
 
 impl PipelineError {
@@ -191,9 +188,7 @@ impl Pipeline {
         let mut poke_timer = false;
         for e in events {
             match e.kind {
-                EventKind::TaskQueued | EventKind::TaskRequeued => {
-                    self.wakers.wake(e.queue.as_str())
-                }
+                EventKind::TaskQueued => self.wakers.wake(e.queue.as_str()),
                 EventKind::TaskScheduled | EventKind::TaskLeased => poke_timer = true,
                 _ => {}
             }

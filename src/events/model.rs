@@ -82,19 +82,6 @@ event_kinds! {
     TaskRequeued => "task_requeued",
 }
 
-impl EventKind {
-    /// The task reached a state no event follows by itself.
-    pub fn ends_task(self) -> bool {
-        matches!(
-            self,
-            EventKind::TaskCompleted
-                | EventKind::TaskFailed
-                | EventKind::TaskDeadLettered
-                | EventKind::TaskCancelled
-        )
-    }
-}
-
 /// An event as stored under `E id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {

@@ -37,17 +37,23 @@ fn firehose(p: Arc<Pipeline>, last: Option<String>, raw: &str) -> Result<Respons
         "last_event_id",
     ])?;
     let (max_events, idle_timeout) = stream_limits(&q)?;
-    let types = match q.get("type") {
-        None => None,
-        Some(t) => Some(
-            t.split(',')
-                .map(|name| {
-                    EventKind::parse(name.trim()).ok_or_else(|| {
-                        ApiError::bad_request(format!("unknown event type {name:?}"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+    // `type=a,b` and `type=a&type=b` both work.
+    let names: Vec<&str> = q
+        .all("type")
+        .into_iter()
+        .flat_map(|t| t.split(','))
+        .collect();
+    let types = if names.is_empty() {
+        None
+    } else {
+        let kinds = names
+            .into_iter()
+            .map(|name| {
+                EventKind::parse(name.trim())
+                    .ok_or_else(|| ApiError::bad_request(format!("unknown event type {name:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(kinds)
     };
     let spec = StreamSpec {
         scope: Scope::All {

@@ -105,11 +105,6 @@ impl From<PipelineError> for ApiError {
                     "the store could not complete the request; retry",
                 )
             }
-            PipelineError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ),
         }
     }
 }

@@ -96,6 +96,14 @@ impl Query {
     }
 }
 
+/// For routes that take no query parameters: any given is a 400.
+pub fn no_query(
+) -> impl warp::Filter<Extract = (Result<(), ApiError>,), Error = std::convert::Infallible> + Clone
+{
+    use warp::Filter;
+    super::body::raw_query().map(|q: String| Query::parse(&q).only(&[]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

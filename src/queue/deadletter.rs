@@ -5,7 +5,7 @@ use serde_json::json;
 use crate::events::EventKind;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::tasks::service::{load_task, Page, TaskFilter};
-use crate::tasks::transition::move_to;
+use crate::tasks::transition::{append_event, move_to};
 use crate::tasks::{StateKind, TaskId, TaskRecord, TaskState};
 
 impl Pipeline {
@@ -39,16 +39,28 @@ impl Pipeline {
                 });
             }
             task.budget_used = 0;
+            let by = json!({"by": by});
+            append_event(
+                txn,
+                out,
+                &task,
+                EventKind::TaskRequeued,
+                None,
+                now,
+                by,
+                false,
+            )?;
             let to = TaskState::Queued { eligible_at: now };
+            let why = json!({"reason": "requeued"});
             move_to(
                 txn,
                 out,
                 &mut task,
                 to,
-                EventKind::TaskRequeued,
+                EventKind::TaskQueued,
                 None,
                 now,
-                json!({"by": by}),
+                why,
             )?;
             Ok(task)
         })

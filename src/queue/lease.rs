@@ -15,7 +15,7 @@ use crate::tasks::{
     LeaseId, LeaseRecord, LeaseRef, LeaseState, QueueName, RunId, RunOutcome, RunRecord,
     ScheduleReason, TaskId, TaskRecord, TaskState, WorkerId,
 };
-use crate::workers::{touch_worker, WorkerStatus};
+use crate::workers::{touch_worker, worker_done, WorkerStatus};
 
 /// A lease request.
 #[derive(Debug, Clone)]
@@ -340,7 +340,7 @@ impl Pipeline {
                 format_rfc3339(*at)
             )));
         }
-        if lease.deadline < now {
+        if lease.deadline <= now {
             return Err(stale(format!(
                 "lease {lease_id} expired at {}",
                 format_rfc3339(lease.deadline)
@@ -439,10 +439,7 @@ fn grant_one(
 }
 
 fn idle_worker(txn: &mut Txn<'_>, lease: &LeaseRecord, now: Millis) -> Result<(), PipelineError> {
-    if let Ok(w) = WorkerId::parse(&lease.worker) {
-        touch_worker(txn, &w, WorkerStatus::Idle, None, now, Some(lease.task_id))?;
-    }
-    Ok(())
+    Ok(worker_done(txn, &lease.worker, lease.task_id, now)?)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{Failure, Grant, LeaseRequest};
 use crate::clock::format_rfc3339;
 use crate::http::body::{limited_body, parse_json, raw_query, BodyResult};
 use crate::http::context::{context, RequestContext};
-use crate::http::query::Query;
+use crate::http::query::{no_query, Query};
 use crate::http::{json_reply, respond, with_pipeline, ApiError};
 use crate::pipeline::Pipeline;
 use crate::tasks::view::{step_spec_json, task_json, task_summary};
@@ -67,11 +67,13 @@ pub fn routes(
         .and(warp::post())
         .and(with_pipeline(p))
         .and(context())
-        .then(|id: String, p, ctx| async move {
-            respond(
-                "/api/v1/dead-letter/{id}/requeue",
-                requeue(p, ctx, id).await,
-            )
+        .and(no_query())
+        .then(|id: String, p, ctx, nq: Result<(), ApiError>| async move {
+            let result = match nq {
+                Ok(()) => requeue(p, ctx, id).await,
+                Err(e) => Err(e),
+            };
+            respond("/api/v1/dead-letter/{id}/requeue", result)
         });
     lease
         .or(lease_action)

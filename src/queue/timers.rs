@@ -237,6 +237,7 @@ fn expire(
     now: Millis,
 ) -> Result<(), PipelineError> {
     end_lease(txn, lease_id, now, "expired")?;
+    crate::workers::worker_done(txn, &lease.worker, lease.task_id, now)?;
     finish_run(
         txn,
         lease.run_id,

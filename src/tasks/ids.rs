@@ -134,11 +134,12 @@ name_type!(
     &['_', '.', ':', '-']
 );
 name_type!(
-    /// A worker's self-chosen id: `[A-Za-z0-9_.:@/-]`, at most 128 characters.
+    /// A worker's self-chosen id: `[A-Za-z0-9_.:@-]`, at most 128 characters
+    /// (no `/`: it appears as a path segment).
     WorkerId,
     "worker id",
     128,
-    &['_', '.', ':', '@', '/', '-']
+    &['_', '.', ':', '@', '-']
 );
 
 #[cfg(test)]

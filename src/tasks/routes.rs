@@ -17,7 +17,7 @@ use super::{RunId, StateKind, TaskId, TaskRecord};
 use crate::events::stream::{self, Scope, StreamSpec};
 use crate::http::body::{limited_body, parse_json, parse_json_or_default, raw_query, BodyResult};
 use crate::http::context::{context, RequestContext};
-use crate::http::query::Query;
+use crate::http::query::{no_query, Query};
 use crate::http::{json_reply, respond, with_pipeline, ApiError};
 use crate::pipeline::Pipeline;
 
@@ -78,8 +78,12 @@ pub fn routes(
     let dossier = warp::path!("api" / "v1" / "tasks" / String / "dossier")
         .and(warp::get())
         .and(with_pipeline(p.clone()))
-        .map(|id: String, p: Arc<Pipeline>| {
-            respond("/api/v1/tasks/{id}/dossier", dossier(&p, &id))
+        .and(no_query())
+        .map(|id: String, p: Arc<Pipeline>, nq: Result<(), ApiError>| {
+            respond(
+                "/api/v1/tasks/{id}/dossier",
+                nq.and_then(|()| dossier(&p, &id)),
+            )
         });
     let cancel = warp::path!("api" / "v1" / "tasks" / String / "cancel")
         .and(warp::post())
@@ -95,7 +99,10 @@ pub fn routes(
     let run = warp::path!("api" / "v1" / "runs" / String)
         .and(warp::get())
         .and(with_pipeline(p))
-        .map(|id: String, p: Arc<Pipeline>| respond("/api/v1/runs/{run_id}", get_run(&p, &id)));
+        .and(no_query())
+        .map(|id: String, p: Arc<Pipeline>, nq: Result<(), ApiError>| {
+            respond("/api/v1/runs/{run_id}", nq.and_then(|()| get_run(&p, &id)))
+        });
     submit
         .or(submit_stream)
         .unify()
@@ -314,12 +321,16 @@ fn get_task(p: &Pipeline, id: &str, raw: &str) -> Result<Response, ApiError> {
     q.only(&["events"])?;
     let limits = &p.config().tasks;
     let n = match q.get("events") {
-        Some("0") => 0,
-        _ => q.bounded(
-            "events",
-            limits.default_event_history,
-            limits.max_event_history,
-        )?,
+        None => limits.default_event_history,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= limits.max_event_history => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "events must be an integer from 0 to {}, got {v:?}",
+                    limits.max_event_history
+                )))
+            }
+        },
     };
     let task = p.task(task_id(id)?)?;
     Ok(json_reply(StatusCode::OK, &task_with_history(p, &task, n)?))
@@ -395,13 +406,23 @@ fn get_run(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
     let run_id =
         RunId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
     let run = p.run(run_id)?;
-    let (events, _) = p.recent_events(run.task_id, p.config().tasks.max_event_history)?;
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = p.task_events_after(run.task_id, after, 1000)?;
+        let Some(last) = batch.last() else { break };
+        after = last.id;
+        events.extend(
+            batch
+                .into_iter()
+                .filter(|e| e.run_id == Some(run_id))
+                .map(|e| json!(e.envelope())),
+        );
+        if events.len() >= DOSSIER_MAX_EVENTS {
+            break;
+        }
+    }
     let mut v = run_json(&run);
-    v["events"] = events
-        .iter()
-        .filter(|e| e.run_id == Some(run_id))
-        .map(|e| json!(e.envelope()))
-        .collect::<Vec<_>>()
-        .into();
+    v["events"] = events.into();
     Ok(json_reply(StatusCode::OK, &v))
 }

@@ -311,6 +311,7 @@ impl Pipeline {
             let lease = task.state.lease().cloned();
             if let Some(l) = &lease {
                 end_lease(txn, l.lease_id, now, "cancelled")?;
+                crate::workers::worker_done(txn, &l.worker, id, now)?;
                 finish_run(
                     txn,
                     l.run_id,

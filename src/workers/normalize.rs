@@ -175,7 +175,7 @@ fn flatten(value: &Value) -> Result<Map<String, Value>, ShapeError> {
     let Value::Object(top) = value else {
         return Err(ShapeError {
             field: None,
-            message: "each event must be a JSON object".into(),
+            message: "expected a JSON object".into(),
         });
     };
     let mut out = Map::new();
@@ -224,7 +224,7 @@ fn take_str(m: &mut Map<String, Value>, names: &[&str]) -> Result<Option<String>
         match m.remove(*n) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => {
-                if s.len() > MAX_FIELD_LEN && *n != "output_tail" {
+                if s.len() > MAX_FIELD_LEN && *n != "output_tail" && *n != "output" {
                     return Err(err(n, format!("{n} is longer than {MAX_FIELD_LEN} bytes")));
                 }
                 if let Some((prev_name, prev)) = &found {

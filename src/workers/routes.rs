@@ -10,6 +10,7 @@ use warp::Filter;
 use super::normalize_status;
 use super::service::worker_json;
 use crate::http::body::{limited_body, parse_json, BodyResult};
+use crate::http::query::no_query;
 use crate::http::{json_reply, respond, with_pipeline, ApiError};
 use crate::pipeline::Pipeline;
 use crate::tasks::WorkerId;
@@ -25,10 +26,12 @@ pub fn routes(
     let list = warp::path!("api" / "v1" / "workers")
         .and(warp::get())
         .and(with_pipeline(p.clone()))
-        .map(|p: Arc<Pipeline>| {
+        .and(no_query())
+        .map(|p: Arc<Pipeline>, nq: Result<(), ApiError>| {
             respond(
                 "/api/v1/workers",
                 (|| {
+                    nq?;
                     let ws = p.workers(MAX_WORKERS_LISTED)?;
                     Ok::<_, ApiError>(json_reply(
                         StatusCode::OK,

@@ -59,6 +59,20 @@ pub fn touch_worker(
     txn.put(key, &rec)
 }
 
+/// The worker is done with `task` (completed, failed, expired, cancelled,
+/// released): idle, unless it has moved on to another task.
+pub fn worker_done(
+    txn: &mut Txn<'_>,
+    worker: &str,
+    task: TaskId,
+    now: Millis,
+) -> Result<(), StoreError> {
+    match WorkerId::parse(worker) {
+        Ok(w) => touch_worker(txn, &w, WorkerStatus::Idle, None, now, Some(task)),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Pipeline {
     /// Records a worker's own status report.
     pub async fn report_status(
@@ -68,6 +82,13 @@ impl Pipeline {
     ) -> Result<WorkerRecord, PipelineError> {
         let now = self.now();
         self.commit(|txn, _| {
+            if let Some(t) = report.current_task {
+                let task = txn.get::<crate::tasks::TaskRecord>(&keys::task(&t.to_bytes()))?;
+                if task.is_none() {
+                    let msg = format!("no task with id {t}");
+                    return Err(PipelineError::invalid("current_task", msg));
+                }
+            }
             let rec = WorkerRecord {
                 id: worker.to_string(),
                 status: report.status,

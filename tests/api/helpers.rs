@@ -27,8 +27,6 @@ pub struct TestApp {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
-    #[allow(dead_code)]
-    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
 }
 
@@ -102,11 +100,9 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
 
 async fn to_resp(r: reqwest::Response) -> Resp {
     let status = r.status();
-    let headers = r.headers().clone();
     let text = r.text().await.unwrap_or_default();
     Resp {
         status,
-        headers,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
 }

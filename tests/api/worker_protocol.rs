@@ -347,3 +347,54 @@ async fn lease_requests_are_checked() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_requeue_is_recorded_and_then_queues_the_task_like_any_other_entry() {
+    let app = spawn_app().await;
+    let t = app.submit(json!({"queue": "q", "max_attempts": 1})).await;
+    let id = t["id"].as_str().unwrap();
+    let l = app.lease("q", "w", 1).await.remove(0);
+    app.lease_call(&l, "fail", json!({"error": "x"})).await;
+    app.post(&format!("/api/v1/dead-letter/{id}/requeue"), json!({}))
+        .await;
+    let events = app.task(id).await["events"].as_array().unwrap().clone();
+    let tail: Vec<(&str, &serde_json::Value)> = events[events.len() - 2..]
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), &e["data"]))
+        .collect();
+    assert_eq!(tail[0].0, "task_requeued");
+    assert_eq!(tail[1], ("task_queued", &json!({"reason": "requeued"})));
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_expired_or_whose_task_was_cancelled_is_idle_again() {
+    let app = spawn_app().await;
+    app.submit(json!({"queue": "q"})).await;
+    let t2 = app.submit(json!({"queue": "r"})).await;
+    app.lease("q", "sleepy", 1).await;
+    app.advance(Duration::from_secs(31)).await;
+    let ws = app.get("/api/v1/workers").await.body;
+    assert_eq!(ws["workers"][0]["status"], "idle", "{ws}");
+    app.lease("r", "busy-one", 1).await;
+    app.post(
+        &format!("/api/v1/tasks/{}/cancel", t2["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    let ws = app.get("/api/v1/workers").await.body;
+    let busy = ws["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "busy-one")
+        .unwrap()
+        .clone();
+    assert_eq!(busy["status"], "idle");
+    let unknown = app
+        .post(
+            "/api/v1/workers/x/status",
+            json!({"status": "busy", "current_task": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
