@@ -13,11 +13,13 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Authenticator, KeyError};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{AuthMode, Config, MetricsAccess};
 use crate::exec::Executor;
-use crate::http::{self, Health};
+use crate::http::{self, Api, Health};
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::ratelimit::RateLimiter;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -30,6 +32,9 @@ pub enum AppError {
     /// Start-up reconciliation failed.
     #[error("reconciliation failed: {0}")]
     Reconcile(#[from] PipelineError),
+    /// The JWT keys could not be loaded or created.
+    #[error("authentication keys: {0}")]
+    Keys(#[from] KeyError),
     /// The workspace root could not be created.
     #[error("cannot create the workspace root {path}: {source}")]
     Workspace {
@@ -43,6 +48,7 @@ pub enum AppError {
 /// A built server, ready to run.
 pub struct App {
     pipeline: Arc<Pipeline>,
+    api: Arc<Api>,
     health: Arc<Health>,
     stop: CancellationToken,
     kill: CancellationToken,
@@ -93,8 +99,41 @@ impl App {
         health
             .executor_enabled
             .store(config.executor.enabled, Ordering::Release);
+        let (auth, admin_token) = Authenticator::from_config(&config, true)?;
+        if let Some(path) = admin_token {
+            // The path, never the token: logs get shipped to places tokens must not go.
+            tracing::warn!(path = %path.display(), "first start: generated a JWT secret and wrote an admin token (all roles) to this file; use `forgeline token issue` to mint narrower tokens");
+        }
+        if config.auth.mode == AuthMode::None {
+            tracing::warn!("auth.mode = \"none\": every request is accepted as `anonymous` with every role; this mode is for loopback development only");
+        }
+        let metrics_token = match config.metrics.access {
+            MetricsAccess::Token => Some(
+                std::fs::read_to_string(&config.metrics.token_file)
+                    .map_err(|source| KeyError::Io {
+                        path: config.metrics.token_file.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let limiter = RateLimiter::new(
+            pipeline.store().clone(),
+            config.ratelimit.clone(),
+            pipeline.clock.clone(),
+        );
+        let api = Arc::new(Api {
+            pipeline: pipeline.clone(),
+            auth,
+            limiter,
+            health: health.clone(),
+            metrics_token,
+        });
         Ok(App {
             pipeline,
+            api,
             health,
             stop,
             kill: CancellationToken::new(),
@@ -114,6 +153,7 @@ impl App {
         let p = self.pipeline.clone();
         let cfg = p.config().clone();
         let timers = tokio::spawn(p.clone().run_timers());
+        let pruner = tokio::spawn(p.clone().run_audit_pruning());
         let executor_handles = if cfg.executor.enabled {
             let ex = Executor::new(p.clone(), self.stop.clone(), self.kill.clone());
             let hs = ex.spawn();
@@ -140,8 +180,8 @@ impl App {
         };
         let drain = cfg.server.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + drain;
-        let service = warp::service(http::router(p.clone(), self.health.clone()));
-        http::server::serve(listener, service, p.metrics().clone(), signal, drain).await;
+        let service = warp::service(http::router(self.api.clone()));
+        http::server::serve(listener, service, p.clone(), signal, drain).await;
         let mut workers = futures_util::future::join_all(executor_handles);
         if tokio::time::timeout_at(deadline, &mut workers)
             .await
@@ -153,6 +193,7 @@ impl App {
         }
         self.health.executor_workers.store(0, Ordering::Release);
         let _ = timers.await;
+        let _ = pruner.await;
         if let Err(e) = p.store().close() {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -6,12 +6,16 @@
 //! external agent (`workers`) — verified by named steps, and finished. Every
 //! transition appends an event (`events`) that streams over SSE and feeds the
 //! metrics (`telemetry`). `pipeline` ties the domains together, `http` serves
-//! them, `app` builds and runs a server from a `config::Config`, and `cli` is
-//! the command line. docs/architecture.md has the data flow and key layout.
+//! them behind `auth` (JWT roles, the permission matrix), `ratelimit` and
+//! `audit` (the hash-chained log); `redact` keeps secrets out of every sink.
+//! `app` builds and runs a server from a `config::Config`, and `cli` is the
+//! command line. docs/architecture.md has the data flow and key layout.
 
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -20,6 +24,8 @@ pub mod exec;
 pub mod http;
 pub mod pipeline;
 pub mod queue;
+pub mod ratelimit;
+pub mod redact;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;

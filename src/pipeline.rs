@@ -7,7 +7,9 @@
 //! place where a transition's events are handed to telemetry and waiting
 //! lessees are woken.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -16,9 +18,29 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::events::{EventKind, EventRecord};
-use crate::store::{Store, StoreError, Txn};
+use crate::store::{Commit, Store, StoreError, Txn};
 use crate::tasks::QueueName;
 use crate::telemetry::Metrics;
+
+tokio::task_local! {
+    /// Set while an HTTP request is handled: commits are collected here
+    /// instead of awaited, so that the request's audit record joins the same
+    /// commit round (see `deferring_durability`).
+    static DEFERRED: Cell<Option<Commit>>;
+}
+
+/// Runs `fut` with durability waits deferred: every `Pipeline::commit` inside
+/// it returns once its write is applied, and the latest commit is handed back
+/// for the caller to wait on (after adding its own writes) before it
+/// acknowledges anything.
+pub async fn deferring_durability<F: Future>(fut: F) -> (F::Output, Option<Commit>) {
+    DEFERRED
+        .scope(Cell::new(None), async {
+            let out = fut.await;
+            (out, DEFERRED.with(|d| d.take()))
+        })
+        .await
+}
 
 /// Why a pipeline operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +59,12 @@ pub enum PipelineError {
         /// The offending field (dotted path), when there is one.
         field: Option<String>,
         /// What is wrong and what is accepted.
+        message: String,
+    },
+    /// The caller is authenticated but may not do this to this object (403).
+    #[error("{message}")]
+    Forbidden {
+        /// Why.
         message: String,
     },
     /// The request conflicts with the current state (409).
@@ -172,7 +200,8 @@ impl Pipeline {
     }
 
     /// Runs one atomic write, then reports its events, wakes whoever they
-    /// concern, and waits until the write is durable.
+    /// concern, and waits until the write is durable (or, inside
+    /// [`deferring_durability`], leaves the wait to the caller).
     pub(crate) async fn commit<T>(
         &self,
         f: impl FnOnce(&mut Txn<'_>, &mut Vec<EventRecord>) -> Result<T, PipelineError>,
@@ -180,7 +209,12 @@ impl Pipeline {
         let mut events = Vec::new();
         let (out, commit) = self.store.write(|txn| f(txn, &mut events))?;
         self.after_write(&events);
-        self.store.wait_durable(commit).await?;
+        let deferred = DEFERRED
+            .try_with(|d| d.set(Some(d.get().map_or(commit, |c| c.max(commit)))))
+            .is_ok();
+        if !deferred {
+            self.store.wait_durable(commit).await?;
+        }
         Ok(out)
     }
 
@@ -197,6 +231,17 @@ impl Pipeline {
             self.timer.notify_one();
         }
         self.metrics.observe_events(events);
+    }
+
+    /// Appends an audit record (applied now; durable with the next commit
+    /// round, which the caller waits for).
+    pub fn audit(&self, draft: crate::audit::AuditDraft) -> Result<Commit, StoreError> {
+        let draft = crate::audit::AuditDraft {
+            detail: draft.detail.map(|d| crate::redact::redact(&d).into_owned()),
+            ..draft
+        };
+        let (_, c) = self.store.write(|txn| crate::audit::append(txn, draft))?;
+        Ok(c)
     }
 
     /// Waits on the notifiers of several queues at once.

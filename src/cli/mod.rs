@@ -1,8 +1,14 @@
 //! The command line: one file per subcommand.
 
+pub mod audit;
 pub mod serve;
+pub mod token;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
 
 /// forgeline: an observability-first pipeline for agent and automation tasks.
 #[derive(Debug, Parser)]
@@ -18,11 +24,41 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Mint and inspect tokens signed with the server's key.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Where to find the server's configuration (same layering as `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// TOML config file [default: ./forgeline.toml when it exists].
+    #[arg(long, value_name = "FILE", env = "FORGELINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory [config: store.data_dir].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads the configuration these arguments point at.
+    pub fn load(&self) -> Result<Config, String> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..Overrides::default()
+        };
+        Config::load(self.config.as_deref(), &overrides).map_err(|e| e.to_string())
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }

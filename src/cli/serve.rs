@@ -21,7 +21,7 @@ pub struct ServeArgs {
     /// Directory of the store [config: store.data_dir; default ./forgeline-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML config file [default: ./forgeline.toml when it exists].
+    /// TOML config file [default: ./forgeline.toml when it exists; env FORGELINE_CONFIG].
     #[arg(long, value_name = "FILE", env = "FORGELINE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Allow listening on a non-loopback address [config: server.allow_remote].

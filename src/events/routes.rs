@@ -7,28 +7,22 @@ use warp::Filter;
 
 use super::stream::{Scope, StreamSpec};
 use super::EventKind;
-use crate::http::body::raw_query;
-use crate::http::query::Query;
-use crate::http::{respond, with_pipeline, ApiError};
-use crate::pipeline::Pipeline;
+use crate::auth::matrix::EVENTS;
+use crate::http::{endpoint, serve, Api, ApiError, Call};
 use crate::tasks::routes::{resume_point, sse_response, stream_limits};
 
 /// The firehose route.
 pub fn routes(
-    p: Arc<Pipeline>,
+    api: &Arc<Api>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "events")
         .and(warp::get())
-        .and(with_pipeline(p))
-        .and(warp::header::optional::<String>("last-event-id"))
-        .and(raw_query())
-        .map(|p: Arc<Pipeline>, last: Option<String>, q: String| {
-            respond("/api/v1/events", firehose(p, last, &q))
-        })
+        .and(endpoint(api, &EVENTS))
+        .then(|c| serve(&EVENTS, c, |c| async move { firehose(&c) }))
 }
 
-fn firehose(p: Arc<Pipeline>, last: Option<String>, raw: &str) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
+fn firehose(c: &Call) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&[
         "queue",
         "type",
@@ -55,14 +49,15 @@ fn firehose(p: Arc<Pipeline>, last: Option<String>, raw: &str) -> Result<Respons
             .collect::<Result<Vec<_>, _>>()?;
         Some(kinds)
     };
+    let last = c.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let spec = StreamSpec {
         scope: Scope::All {
             queue: q.get("queue").map(str::to_string),
             types,
         },
-        after: resume_point(last.as_deref().or(q.get("last_event_id")))?,
+        after: resume_point(last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
     };
-    Ok(sse_response(p, spec, None))
+    Ok(sse_response(c.p().clone(), spec, None))
 }

@@ -86,6 +86,7 @@ impl Executor {
         let cfg = &self.pipeline.config().queue;
         let req = LeaseRequest {
             queues: self.queues.clone(),
+            holder: worker.to_string(),
             worker,
             max: 1,
             wait: IDLE_WAIT,
@@ -138,13 +139,13 @@ impl Executor {
         let p = &self.pipeline;
         let result = match outcome {
             _ if lost.is_cancelled() => Ok(()), // lease gone: someone else owns the task now
-            _ if self.kill.is_cancelled() => p.release(lease_id, token).await.map(drop),
+            _ if self.kill.is_cancelled() => p.release(lease_id, token, None).await.map(drop),
             Ok(n) => p
-                .complete(lease_id, token, Some(json!({"steps_passed": n})))
+                .complete(lease_id, token, None, Some(json!({"steps_passed": n})))
                 .await
                 .map(drop),
             Err((error, retryable)) => p
-                .fail(lease_id, token, Failure { retryable, error })
+                .fail(lease_id, token, None, Failure { retryable, error })
                 .await
                 .map(drop),
         };
@@ -180,7 +181,7 @@ impl Executor {
             let started = AgentEvent::for_step(AgentEventKind::VerificationStarted, &cmd.name);
             if self
                 .pipeline
-                .report_events(lease_id, token, vec![started])
+                .report_events(lease_id, token, None, vec![started])
                 .await
                 .is_err()
             {
@@ -196,7 +197,7 @@ impl Executor {
             finished.error = out.error.clone();
             let _ = self
                 .pipeline
-                .report_events(lease_id, token, vec![finished])
+                .report_events(lease_id, token, None, vec![finished])
                 .await;
             if out.outcome != StepOutcome::Passed {
                 let msg = out
@@ -287,7 +288,7 @@ async fn heartbeat_loop(
     loop {
         tokio::time::sleep(every).await;
         match pipeline
-            .heartbeat(g.lease.id, g.lease.token, lease_for)
+            .heartbeat(g.lease.id, g.lease.token, None, lease_for)
             .await
         {
             Ok(_) => {}

@@ -20,27 +20,17 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the body, refusing (413) anything over `limit` bytes: by the
+/// Reads a body, refusing (413) anything over `limit` bytes: by the
 /// Content-Length header before reading, and by counting while reading (for
 /// chunked bodies).
-pub fn limited_body(
-    limit: usize,
-) -> impl Filter<Extract = (BodyResult,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<u64>("content-length")
-        .and(warp::body::stream())
-        .then(move |len: Option<u64>, stream| async move {
-            if len.is_some_and(|l| l > limit as u64) {
-                return Err(too_large(limit));
-            }
-            read_limited(stream, limit).await
-        })
-}
-
-async fn read_limited<S, B>(stream: S, limit: usize) -> BodyResult
+pub async fn read_limited<S, B>(content_length: Option<u64>, stream: S, limit: usize) -> BodyResult
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
+    if content_length.is_some_and(|l| l > limit as u64) {
+        return Err(too_large(limit));
+    }
     let mut stream = std::pin::pin!(stream);
     let mut out = BytesMut::new();
     while let Some(chunk) = stream.next().await {

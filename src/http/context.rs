@@ -1,18 +1,22 @@
-//! The per-request context: request id, start time, peer, and (with the
-//! security layer) the principal. The middleware creates it; handlers extract
-//! it after their path matched.
+//! The per-request context and notes.
+//!
+//! The middleware creates a [`RequestContext`] (request id, start, peer) and a
+//! task-local [`Notes`] that the layers below fill in as they learn things —
+//! the caller's identity, the SHA-256 of the body, the rate-limit decision, an
+//! auth-failure reason — and that the middleware reads back to write the audit
+//! record and the response headers.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use warp::Filter;
 
+use crate::auth::RoleSet;
+use crate::ratelimit::Decision;
+
 /// Longest client-supplied `X-Request-ID` we keep.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
 
 /// What every handler knows about its request.
 #[derive(Debug, Clone)]
@@ -23,8 +27,27 @@ pub struct RequestContext {
     pub started: Instant,
     /// The peer.
     pub remote: Option<SocketAddr>,
-    /// Who is calling (`anonymous` until authentication is configured).
-    pub principal: String,
+}
+
+/// What the layers under the middleware learned about the request.
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    /// The request id.
+    pub request_id: String,
+    /// The authenticated principal, once known.
+    pub principal: Option<String>,
+    /// Its roles.
+    pub roles: RoleSet,
+    /// SHA-256 of the body, when it was read.
+    pub body_sha256: Option<[u8; 32]>,
+    /// The rate-limit decision, on limited routes.
+    pub rate: Option<Decision>,
+    /// Extra audit context (an auth-failure reason…).
+    pub detail: Option<String>,
+}
+
+tokio::task_local! {
+    static NOTES: RefCell<Notes>;
 }
 
 /// Keeps a client's id when it is 1–64 of `[A-Za-z0-9._:-]`; else makes one.
@@ -42,14 +65,30 @@ pub fn request_id_from(header: Option<&str>) -> String {
     }
 }
 
-/// Runs `fut` with `id` as the current request id (read by error rendering).
-pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
-    REQUEST_ID.scope(id, fut).await
+/// Runs `fut` with fresh notes for request `id`; returns its output and the notes.
+pub async fn with_notes<F: std::future::Future>(id: String, fut: F) -> (F::Output, Notes) {
+    let notes = Notes {
+        request_id: id,
+        ..Notes::default()
+    };
+    NOTES
+        .scope(RefCell::new(notes), async {
+            let out = fut.await;
+            (out, NOTES.with(|n| n.take()))
+        })
+        .await
+}
+
+/// Updates the current request's notes (no-op outside a request).
+pub fn note(f: impl FnOnce(&mut Notes)) {
+    let _ = NOTES.try_with(|n| f(&mut n.borrow_mut()));
 }
 
 /// The request id of the request being handled ("" outside one).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+    NOTES
+        .try_with(|n| n.borrow().request_id.clone())
+        .unwrap_or_default()
 }
 
 /// Extracts the context (put there by the middleware).
@@ -60,7 +99,6 @@ pub fn context(
             request_id: request_id_from(None),
             started: Instant::now(),
             remote: None,
-            principal: "anonymous".into(),
         })
     })
 }

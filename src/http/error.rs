@@ -22,6 +22,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra structured detail.
     pub details: Option<Value>,
+    /// `WWW-Authenticate` for 401s.
+    pub www_authenticate: Option<HeaderValue>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            www_authenticate: None,
         }
     }
 
@@ -52,11 +55,12 @@ impl ApiError {
             .with_details(json!({"field": field}))
     }
 
-    /// Renders the response, stamped with the current request id.
+    /// Renders the response, stamped with the current request id. The
+    /// message is redacted: parse errors can quote what the client sent.
     pub fn into_response(self) -> Response {
         let mut body = json!({
             "code": self.code,
-            "message": self.message,
+            "message": crate::redact::redact(&self.message),
             "request_id": current_request_id(),
         });
         if let Some(d) = self.details {
@@ -90,6 +94,9 @@ impl From<PipelineError> for ApiError {
             }
             PipelineError::TooLarge { message } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
+            PipelineError::Forbidden { message } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }
             PipelineError::Conflict { code, message } => {
                 ApiError::new(StatusCode::CONFLICT, code, message)

@@ -11,8 +11,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{json_reply, respond};
-use crate::pipeline::Pipeline;
+use super::{json_reply, respond, Api, ApiError};
+use crate::auth::matrix::{HEALTH_LIVE, HEALTH_READY, HEALTH_STARTUP};
 
 /// How long the readiness store probe may take before it counts as failed.
 pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,41 +38,46 @@ fn check(ok: bool) -> &'static str {
     }
 }
 
+fn status(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
 /// `/health/live`, `/health/startup`, `/health/ready`.
 pub fn routes(
-    p: Arc<Pipeline>,
-    h: Arc<Health>,
+    api: &Arc<Api>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     let live = warp::path!("health" / "live").and(warp::get()).map(|| {
+        let body = json!({"status": "ok"});
         respond(
-            "/health/live",
-            Ok::<_, super::ApiError>(json_reply(StatusCode::OK, &json!({"status": "ok"}))),
+            &HEALTH_LIVE,
+            Ok::<_, ApiError>(json_reply(StatusCode::OK, &body)),
         )
     });
-    let hs = h.clone();
+    let h = api.health.clone();
     let startup = warp::path!("health" / "startup")
         .and(warp::get())
         .map(move || {
-            let ok = hs.started.load(Ordering::Acquire);
+            let ok = h.started.load(Ordering::Acquire);
             let body = json!({
                 "status": check(ok),
                 "checks": {"store_open": check(ok), "reconciliation": check(ok)},
             });
-            let status = if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
             respond(
-                "/health/startup",
-                Ok::<_, super::ApiError>(json_reply(status, &body)),
+                &HEALTH_STARTUP,
+                Ok::<_, ApiError>(json_reply(status(ok), &body)),
             )
         });
+    let api = api.clone();
     let ready = warp::path!("health" / "ready")
         .and(warp::get())
         .then(move || {
-            let (p, h) = (p.clone(), h.clone());
+            let api = api.clone();
             async move {
+                let (p, h) = (&api.pipeline, &api.health);
                 let started = h.started.load(Ordering::Acquire);
                 let draining = h.draining.load(Ordering::Acquire);
                 let store_ok = matches!(
@@ -92,14 +97,9 @@ pub fn routes(
                         "executor": if exec_enabled { check(exec_ok) } else { "disabled" },
                     },
                 });
-                let status = if ok {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
                 respond(
-                    "/health/ready",
-                    Ok::<_, super::ApiError>(json_reply(status, &body)),
+                    &HEALTH_READY,
+                    Ok::<_, ApiError>(json_reply(status(ok), &body)),
                 )
             }
         });

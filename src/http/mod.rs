@@ -1,10 +1,12 @@
-//! HTTP: the router, the request middleware, the error mapping, bodies and
-//! query strings, and the health probes. Domain handlers live in their
+//! HTTP: the accept loop and request middleware, admission (authentication,
+//! authorisation, rate limits), the router, bodies and query strings, the one
+//! error mapping, and the health probes. Domain handlers live in their
 //! domains (`tasks::routes`, `queue::routes`, `workers::routes`,
-//! `events::routes`); this module assembles them.
+//! `events::routes`, `audit::routes`); this module assembles them.
 
 pub mod body;
 pub mod context;
+pub mod endpoint;
 pub mod error;
 pub mod health;
 pub mod query;
@@ -14,22 +16,45 @@ pub mod server;
 use std::sync::Arc;
 
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::Reply;
 
 pub use context::RequestContext;
+pub use endpoint::{endpoint, serve, Call};
 pub use error::ApiError;
 pub use health::Health;
 pub use routes::router;
 
+use crate::auth::{Authenticator, Route};
 use crate::pipeline::Pipeline;
+use crate::ratelimit::RateLimiter;
 
-/// The route template a response answered, for metrics and logs (a bounded
-/// label: templates, never raw paths).
+/// Everything the routes need: the pipeline and the security layer.
+pub struct Api {
+    /// The pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// Probe state.
+    pub health: Arc<Health>,
+    /// The bearer token `/metrics` requires (`metrics.access = "token"`).
+    pub metrics_token: Option<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("auth", &self.auth).finish()
+    }
+}
+
+/// The route a response answered, for metrics, logs and the audit log (a
+/// bounded label: templates, never raw paths).
 #[derive(Debug, Clone, Copy)]
-pub struct RouteTag(pub &'static str);
+pub struct RouteTag(pub &'static Route);
 
 /// Turns a handler's result into a response tagged with its route.
-pub fn respond<R: Reply>(route: &'static str, result: Result<R, ApiError>) -> Response {
+pub fn respond<R: Reply>(route: &'static Route, result: Result<R, ApiError>) -> Response {
     let mut resp = match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
@@ -41,11 +66,4 @@ pub fn respond<R: Reply>(route: &'static str, result: Result<R, ApiError>) -> Re
 /// A JSON reply with a status.
 pub fn json_reply(status: warp::http::StatusCode, body: &serde_json::Value) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
-}
-
-/// Hands a clone of the pipeline to a handler.
-pub fn with_pipeline(
-    p: Arc<Pipeline>,
-) -> impl Filter<Extract = (Arc<Pipeline>,), Error = std::convert::Infallible> + Clone {
-    warp::any().map(move || p.clone())
 }

@@ -1,41 +1,86 @@
 //! The router: every route of the API, then the rejection mapping.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use warp::http::{HeaderValue, StatusCode};
+use subtle::ConstantTimeEq;
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::endpoint::unauthorized;
 use super::error::recover;
-use super::health::{self, Health};
-use super::{respond, with_pipeline, ApiError};
-use crate::pipeline::Pipeline;
+use super::{health, respond, Api, ApiError};
+use crate::auth::matrix::METRICS;
+use crate::config::MetricsAccess;
 
 /// The whole filter tree.
 pub fn router(
-    p: Arc<Pipeline>,
-    h: Arc<Health>,
+    api: Arc<Api>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
 {
+    let a = api.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .map(|p: Arc<Pipeline>| respond("/metrics", Ok::<_, ApiError>(render_metrics(&p))));
-    health::routes(p.clone(), h)
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .map(move |peer: Option<SocketAddr>, headers: HeaderMap| {
+            respond(
+                &METRICS,
+                metrics_allowed(&a, peer, &headers).map(|()| render_metrics(&a)),
+            )
+        });
+    health::routes(&api)
         .or(metrics)
         .unify()
-        .or(crate::tasks::routes::routes(p.clone()))
+        .or(crate::tasks::routes::routes(&api))
         .unify()
-        .or(crate::queue::routes::routes(p.clone()))
+        .or(crate::queue::routes::routes(&api))
         .unify()
-        .or(crate::workers::routes::routes(p.clone()))
+        .or(crate::workers::routes::routes(&api))
         .unify()
-        .or(crate::events::routes::routes(p))
+        .or(crate::events::routes::routes(&api))
+        .unify()
+        .or(crate::audit::routes::routes(&api))
         .unify()
         .recover(recover)
 }
 
-fn render_metrics(p: &Pipeline) -> Response {
+/// Applies `metrics.access`.
+fn metrics_allowed(
+    api: &Api,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    match api.pipeline.config().metrics.access {
+        MetricsAccess::Open => Ok(()),
+        MetricsAccess::Loopback => match peer {
+            Some(p) if p.ip().is_loopback() => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "/metrics is served to loopback peers only",
+            )),
+        },
+        MetricsAccess::Token => {
+            let want = api.metrics_token.as_deref().unwrap_or_default().as_bytes();
+            let got = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .as_bytes();
+            if !want.is_empty() && bool::from(got.ct_eq(want)) {
+                Ok(())
+            } else {
+                Err(unauthorized(got.is_empty()))
+            }
+        }
+    }
+}
+
+fn render_metrics(api: &Api) -> Response {
+    let p = &api.pipeline;
     if let Err(e) = crate::telemetry::refresh_gauges(p) {
         tracing::warn!(error = %e, "could not refresh scrape-time gauges");
     }

@@ -21,9 +21,10 @@ use tower_service::Service;
 use warp::http::{HeaderValue, Request};
 use warp::reply::Response;
 
-use super::context::{request_id_from, with_request_id, RequestContext};
+use super::context::{request_id_from, with_notes, Notes, RequestContext};
 use super::RouteTag;
-use crate::telemetry::Metrics;
+use crate::audit::AuditDraft;
+use crate::pipeline::{deferring_durability, Pipeline};
 
 /// Methods that get their own label value; anything else is `other`.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
@@ -32,7 +33,7 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OP
 #[derive(Clone)]
 pub struct Middleware<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    pipeline: Arc<Pipeline>,
     remote: Option<SocketAddr>,
 }
 
@@ -70,64 +71,132 @@ where
             request_id: request_id.clone(),
             started,
             remote: self.remote,
-            principal: "anonymous".into(),
         });
         let fut = self.inner.call(req);
-        let metrics = self.metrics.clone();
+        let p = self.pipeline.clone();
         Box::pin(async move {
-            let mut resp = match with_request_id(request_id.clone(), fut).await {
+            // Writes made while handling are only applied; the audit record
+            // joins them and one commit round makes all of it durable before
+            // the response leaves.
+            let ((result, deferred), notes) =
+                with_notes(request_id.clone(), deferring_durability(fut)).await;
+            let mut resp = match result {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
-            let elapsed = started.elapsed();
-            let route = resp
-                .extensions()
-                .get::<RouteTag>()
-                .map(|r| r.0)
-                .unwrap_or("unmatched");
+            let route = resp.extensions().get::<RouteTag>().map(|r| r.0);
+            let path = route.map(|r| r.path).unwrap_or("unmatched");
             let status = resp.status().as_u16();
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                h.insert("x-request-id", v);
+            let mut pending = deferred;
+            let audited = matches!(method, "POST" | "PUT" | "DELETE" | "PATCH")
+                || status == 401
+                || status == 403;
+            if audited {
+                let draft = audit_draft(&notes, method, path, status, started, p.now());
+                match p.audit(draft) {
+                    Ok(c) => pending = Some(pending.map_or(c, |d| d.max(c))),
+                    Err(e) => {
+                        tracing::error!(error = %e, request_id, "audit record could not be written")
+                    }
+                }
             }
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("{:.3}ms", elapsed.as_secs_f64() * 1000.0))
-            {
-                h.insert("x-response-time", v);
+            if let Some(c) = pending {
+                if let Err(e) = p.store().wait_durable(c).await {
+                    tracing::error!(error = %e, request_id, "commit failed; answering 503");
+                    let err: super::ApiError = crate::pipeline::PipelineError::from(e).into();
+                    resp = with_notes(request_id.clone(), async { err.into_response() })
+                        .await
+                        .0;
+                }
             }
+            finish(&mut resp, &request_id, notes.rate, started);
+            let elapsed = started.elapsed();
             // Scrapes are not counted, so that an idle server's metrics stay idle.
-            if route != "/metrics" {
+            if path != "/metrics" {
                 let status_label = status_label(status);
-                metrics
-                    .http_requests
-                    .with_label_values(&[route, method, status_label])
+                let m = p.metrics();
+                m.http_requests
+                    .with_label_values(&[path, method, status_label])
                     .inc();
-                metrics
-                    .http_duration
-                    .with_label_values(&[route, method])
+                m.http_duration
+                    .with_label_values(&[path, method])
                     .observe(elapsed.as_secs_f64());
             }
-            if route.starts_with("/health") || route == "/metrics" {
+            let duration_ms = elapsed.as_secs_f64() * 1000.0;
+            let principal = notes.principal.as_deref().unwrap_or("-");
+            if path.starts_with("/health") || path == "/metrics" {
                 tracing::debug!(
                     request_id,
                     method,
-                    route,
+                    route = path,
                     status,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    duration_ms,
+                    principal,
                     "request"
                 );
             } else {
                 tracing::info!(
                     request_id,
                     method,
-                    route,
+                    route = path,
                     status,
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    duration_ms,
+                    principal,
                     "request"
                 );
             }
             Ok(resp)
         })
+    }
+}
+
+fn audit_draft(
+    notes: &Notes,
+    method: &str,
+    route: &str,
+    status: u16,
+    started: Instant,
+    now: u64,
+) -> AuditDraft {
+    AuditDraft {
+        at: now,
+        request_id: notes.request_id.clone(),
+        principal: notes
+            .principal
+            .clone()
+            .unwrap_or_else(|| "anonymous".into()),
+        roles: notes.roles.names(),
+        method: method.to_string(),
+        route: route.to_string(),
+        body_sha256: notes.body_sha256,
+        status,
+        latency_us: started.elapsed().as_micros() as u64,
+        detail: notes.detail.clone(),
+    }
+}
+
+/// Adds the request id, timing and rate-limit headers.
+fn finish(
+    resp: &mut Response,
+    request_id: &str,
+    rate: Option<crate::ratelimit::Decision>,
+    started: Instant,
+) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(d) = rate {
+        h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(d.reset_secs));
+        if !d.allowed {
+            h.insert("retry-after", HeaderValue::from(d.retry_after_secs));
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}ms")) {
+        h.insert("x-response-time", v);
     }
 }
 
@@ -171,7 +240,7 @@ fn status_label(status: u16) -> &'static str {
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
-    metrics: Arc<Metrics>,
+    pipeline: Arc<Pipeline>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
@@ -201,7 +270,7 @@ pub async fn serve<S>(
         let _ = stream.set_nodelay(true);
         let svc = Middleware {
             inner: service.clone(),
-            metrics: metrics.clone(),
+            pipeline: pipeline.clone(),
             remote: Some(remote),
         };
         let conn = auto::Builder::new(TokioExecutor::new())

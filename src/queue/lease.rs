@@ -22,8 +22,10 @@ use crate::workers::{touch_worker, worker_done, WorkerStatus};
 pub struct LeaseRequest {
     /// Queues to take from, in order of preference.
     pub queues: Vec<QueueName>,
-    /// Who asks.
+    /// Who asks (the worker id it gives itself).
     pub worker: WorkerId,
+    /// The authenticated principal asking; only it may use the leases.
+    pub holder: String,
     /// Most tasks to take.
     pub max: usize,
     /// How long to wait for work when none is ready.
@@ -138,11 +140,12 @@ impl Pipeline {
         &self,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
         extend: Duration,
     ) -> Result<Millis, PipelineError> {
         let now = self.now();
         self.commit(|txn, _| {
-            let (mut lease, _) = self.check_lease(txn, lease_id, token, now)?;
+            let (mut lease, _) = self.check_lease(txn, lease_id, token, holder, now)?;
             let lb = lease_id.to_bytes();
             txn.delete(keys::deadline(lease.deadline, &lb));
             lease.deadline = now + extend.as_millis() as u64;
@@ -162,6 +165,7 @@ impl Pipeline {
         &self,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
         result: Option<Value>,
     ) -> Result<TaskRecord, PipelineError> {
         let result = result.map(|r| r.to_string());
@@ -179,7 +183,7 @@ impl Pipeline {
         let now = self.now();
         let (task, run) = self
             .commit(|txn, out| {
-                let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
+                let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
                 end_lease(txn, lease_id, now, "completed")?;
                 let run = finish_run(txn, lease.run_id, now, RunOutcome::Completed, None)?;
                 task.result = result.clone();
@@ -212,13 +216,18 @@ impl Pipeline {
         &self,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
         failure: Failure,
     ) -> Result<TaskRecord, PipelineError> {
+        let failure = Failure {
+            retryable: failure.retryable,
+            error: crate::redact::redact(&failure.error).into_owned(),
+        };
         let now = self.now();
         let jitter: f64 = rand::random();
         let (task, run, outcome) = self
             .commit(|txn, out| {
-                let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
+                let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
                 end_lease(txn, lease_id, now, "failed")?;
                 task.last_error = Some(failure.error.clone());
                 let exhausted = task.budget_used >= task.max_attempts;
@@ -289,10 +298,11 @@ impl Pipeline {
         &self,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
     ) -> Result<TaskRecord, PipelineError> {
         let now = self.now();
         self.commit(|txn, out| {
-            let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
+            let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
             end_lease(txn, lease_id, now, "released")?;
             finish_run(txn, lease.run_id, now, RunOutcome::Released, None)?;
             task.budget_used = task.budget_used.saturating_sub(1);
@@ -313,18 +323,27 @@ impl Pipeline {
         .await
     }
 
-    /// Checks that `token` is the current token of an active lease on a task
-    /// that is still running under it. Stale calls are counted.
+    /// Checks that `holder` (None: the server itself) took the lease, that
+    /// `token` is its current token, and that it is active on a task still
+    /// running under it. Stale calls are counted.
     pub(crate) fn check_lease(
         &self,
         txn: &Txn<'_>,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
         now: Millis,
     ) -> Result<(LeaseRecord, TaskRecord), PipelineError> {
         let lease = txn
             .get::<LeaseRecord>(&keys::lease(&lease_id.to_bytes()))?
             .ok_or_else(|| PipelineError::not_found("lease", lease_id))?;
+        if let Some(h) = holder {
+            if !lease.holder.is_empty() && lease.holder != h {
+                return Err(PipelineError::Forbidden {
+                    message: format!("lease {lease_id} belongs to another principal"),
+                });
+            }
+        }
         let stale = |message: String| {
             self.metrics.stale_ack(lease.queue.as_str());
             PipelineError::StaleLease { message }
@@ -405,6 +424,7 @@ fn grant_one(
         queue: task.queue.clone(),
         token,
         worker: req.worker.to_string(),
+        holder: req.holder.clone(),
         granted_at: now,
         deadline,
         state: LeaseState::Active,

@@ -10,14 +10,15 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{Failure, Grant, LeaseRequest};
+use crate::auth::matrix::{COMPLETE, DEAD_LETTER, FAIL, HEARTBEAT, LEASE, LEASE_EVENTS, REQUEUE};
+use crate::auth::Route;
 use crate::clock::format_rfc3339;
-use crate::http::body::{limited_body, parse_json, raw_query, BodyResult};
-use crate::http::context::{context, RequestContext};
-use crate::http::query::{no_query, Query};
-use crate::http::{json_reply, respond, with_pipeline, ApiError};
+use crate::http::body::parse_json;
+use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
 use crate::pipeline::Pipeline;
+use crate::tasks::routes::{cursor, task_id};
 use crate::tasks::view::{step_spec_json, task_json, task_summary};
-use crate::tasks::{LeaseId, QueueName, TaskId, WorkerId};
+use crate::tasks::{LeaseId, QueueName, WorkerId};
 use crate::workers::normalize_event;
 
 /// Most events in one `/events` call.
@@ -27,17 +28,13 @@ pub const MAX_ERROR_LEN: usize = 4096;
 
 /// Every worker-protocol and dead-letter route.
 pub fn routes(
-    p: Arc<Pipeline>,
+    api: &Arc<Api>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let limit = p.config().server.max_body_bytes;
     let lease = warp::path!("api" / "v1" / "queues" / String / "lease")
         .and(warp::post())
-        .and(with_pipeline(p.clone()))
-        .and(limited_body(limit))
-        .then(|q: String, p, body| async move {
-            respond("/api/v1/queues/{queue}/lease", lease(p, q, body).await)
-        });
-    let action = |name: &'static str, route: &'static str| {
+        .and(endpoint(api, &LEASE))
+        .then(|q: String, c| serve(&LEASE, c, move |c| lease(c, q)));
+    let action = |name: &'static str, route: &'static Route| {
         warp::path("api")
             .and(warp::path("v1"))
             .and(warp::path("leases"))
@@ -45,36 +42,24 @@ pub fn routes(
             .and(warp::path(name))
             .and(warp::path::end())
             .and(warp::post())
-            .and(with_pipeline(p.clone()))
-            .and(limited_body(limit))
-            .then(move |id: String, p, body| async move {
-                respond(route, lease_call(p, &id, name, body).await)
-            })
+            .and(endpoint(api, route))
+            .then(move |id: String, c| serve(route, c, move |c| lease_call(c, id, name)))
     };
-    let lease_action = action("heartbeat", "/api/v1/leases/{lease_id}/heartbeat")
-        .or(action("events", "/api/v1/leases/{lease_id}/events"))
+    let lease_action = action("heartbeat", &HEARTBEAT)
+        .or(action("events", &LEASE_EVENTS))
         .unify()
-        .or(action("complete", "/api/v1/leases/{lease_id}/complete"))
+        .or(action("complete", &COMPLETE))
         .unify()
-        .or(action("fail", "/api/v1/leases/{lease_id}/fail"))
+        .or(action("fail", &FAIL))
         .unify();
     let dead = warp::path!("api" / "v1" / "dead-letter")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(raw_query())
-        .map(|p: Arc<Pipeline>, q: String| respond("/api/v1/dead-letter", list_dead(&p, &q)));
+        .and(endpoint(api, &DEAD_LETTER))
+        .then(|c| serve(&DEAD_LETTER, c, |c| async move { list_dead(&c) }));
     let requeue = warp::path!("api" / "v1" / "dead-letter" / String / "requeue")
         .and(warp::post())
-        .and(with_pipeline(p))
-        .and(context())
-        .and(no_query())
-        .then(|id: String, p, ctx, nq: Result<(), ApiError>| async move {
-            let result = match nq {
-                Ok(()) => requeue(p, ctx, id).await,
-                Err(e) => Err(e),
-            };
-            respond("/api/v1/dead-letter/{id}/requeue", result)
-        });
+        .and(endpoint(api, &REQUEUE))
+        .then(|id: String, c| serve(&REQUEUE, c, move |c| requeue(c, id)));
     lease
         .or(lease_action)
         .unify()
@@ -135,11 +120,12 @@ pub fn grant_json(g: &Grant) -> Value {
     })
 }
 
-async fn lease(p: Arc<Pipeline>, queue: String, body: BodyResult) -> Result<Response, ApiError> {
+async fn lease(mut c: Call, queue: String) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
     let queue = QueueName::parse(&queue).map_err(|e| ApiError::invalid("queue", e.0))?;
-    let b: LeaseBody = parse_json(&body?)?;
+    let b: LeaseBody = parse_json(&c.body().await?)?;
     let worker = WorkerId::parse(&b.worker_id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
-    let cfg = &p.config().queue;
+    let cfg = &c.p().config().queue;
     if b.max == 0 || b.max > cfg.max_batch {
         return Err(ApiError::invalid(
             "max",
@@ -156,11 +142,12 @@ async fn lease(p: Arc<Pipeline>, queue: String, body: BodyResult) -> Result<Resp
     let req = LeaseRequest {
         queues: vec![queue],
         worker,
+        holder: c.who.principal.clone(),
         max: b.max,
         wait: Duration::from_millis(b.wait_ms),
-        lease_for: lease_length(&p, b.lease_ms)?,
+        lease_for: lease_length(c.p(), b.lease_ms)?,
     };
-    let grants = p.lease(&req).await?;
+    let grants = c.p().lease(&req).await?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"leases": grants.iter().map(grant_json).collect::<Vec<_>>()}),
@@ -202,20 +189,18 @@ fn yes() -> bool {
     true
 }
 
-async fn lease_call(
-    p: Arc<Pipeline>,
-    id: &str,
-    action: &str,
-    body: BodyResult,
-) -> Result<Response, ApiError> {
+async fn lease_call(mut c: Call, id: String, action: &str) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
     let lease_id =
-        LeaseId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
-    let body = body?;
+        LeaseId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let body = c.body().await?;
+    let p = c.p().clone();
+    let holder = Some(c.who.principal.as_str());
     match action {
         "heartbeat" => {
             let b: HeartbeatBody = parse_json(&body)?;
             let extend = lease_length(&p, b.lease_ms)?;
-            let deadline = p.heartbeat(lease_id, b.token, extend).await?;
+            let deadline = p.heartbeat(lease_id, b.token, holder, extend).await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({"lease_id": lease_id.to_string(), "deadline": format_rfc3339(deadline)}),
@@ -240,7 +225,7 @@ async fn lease_call(
                 })?;
                 events.push(e);
             }
-            let ids = p.report_events(lease_id, b.token, events).await?;
+            let ids = p.report_events(lease_id, b.token, holder, events).await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({
@@ -251,7 +236,7 @@ async fn lease_call(
         }
         "complete" => {
             let b: CompleteBody = parse_json(&body)?;
-            let task = p.complete(lease_id, b.token, b.result).await?;
+            let task = p.complete(lease_id, b.token, holder, b.result).await?;
             Ok(json_reply(StatusCode::OK, &task_json(&task)))
         }
         _ => {
@@ -262,33 +247,24 @@ async fn lease_call(
                     format!("error must be 1-{MAX_ERROR_LEN} bytes"),
                 ));
             }
-            let task = p
-                .fail(
-                    lease_id,
-                    b.token,
-                    Failure {
-                        retryable: b.retryable,
-                        error: b.error,
-                    },
-                )
-                .await?;
+            let failure = Failure {
+                retryable: b.retryable,
+                error: b.error,
+            };
+            let task = p.fail(lease_id, b.token, holder, failure).await?;
             Ok(json_reply(StatusCode::OK, &task_json(&task)))
         }
     }
 }
 
-fn list_dead(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
+fn list_dead(c: &Call) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&["queue", "cursor", "limit"])?;
-    let max = p.config().tasks.max_page_size;
+    let max = c.p().config().tasks.max_page_size;
     let limit = q.bounded("limit", 50.min(max), max)?;
-    let cursor = match q.get("cursor") {
-        None => None,
-        Some(c) => Some(
-            TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?,
-        ),
-    };
-    let page = p.dead_letter(q.get("queue").map(str::to_string), cursor, limit)?;
+    let page = c
+        .p()
+        .dead_letter(q.get("queue").map(str::to_string), cursor(&q)?, limit)?;
     let tasks: Vec<Value> = page
         .items
         .iter()
@@ -304,9 +280,8 @@ fn list_dead(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
     ))
 }
 
-async fn requeue(p: Arc<Pipeline>, ctx: RequestContext, id: String) -> Result<Response, ApiError> {
-    let id =
-        TaskId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
-    let task = p.requeue_dead(id, &ctx.principal).await?;
+async fn requeue(c: Call, id: String) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
+    let task = c.p().requeue_dead(task_id(&id)?, &c.who.principal).await?;
     Ok(json_reply(StatusCode::OK, &task_json(&task)))
 }

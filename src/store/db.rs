@@ -20,6 +20,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META_SCHEMA: &[u8] = b"schema_version";
 const DATA_TREE: &[u8] = b"pipeline";
 const META_TREE: &[u8] = b"meta";
+const RATELIMIT_TREE: &[u8] = b"ratelimit";
 
 /// A storage failure. Callers add context; clients see only "store unavailable".
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,7 @@ struct Inner {
     db: sled::Db,
     data: sled::Tree,
     meta: sled::Tree,
+    ratelimit: sled::Tree,
     dir: PathBuf,
     durability: Durability,
     writer: Mutex<WriterState>,
@@ -133,6 +135,9 @@ impl Store {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(sled_err("opening the data tree"))?;
+        let ratelimit = db
+            .open_tree(RATELIMIT_TREE)
+            .map_err(sled_err("opening the rate-limit tree"))?;
         let meta = db
             .open_tree(META_TREE)
             .map_err(sled_err("opening the meta tree"))?;
@@ -181,6 +186,7 @@ impl Store {
                 db,
                 data,
                 meta,
+                ratelimit,
                 dir: dir.to_path_buf(),
                 durability,
                 writer: Mutex::new(WriterState {
@@ -300,6 +306,21 @@ impl Store {
         Ok(self.keys(prefix, None, 1)?.into_iter().next())
     }
 
+    /// Raw key/value pairs under `prefix`, strictly after `after`, at most
+    /// `limit` (for readers that decode themselves, such as audit
+    /// verification, which must report undecodable records).
+    pub fn raw_range(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        self.range(prefix, after)
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(sled_err("scanning raw values"))
+    }
+
     /// Raw key/value pairs under `prefix` (counters and other small families).
     pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
         self.inner
@@ -307,6 +328,19 @@ impl Store {
             .scan_prefix(prefix)
             .collect::<Result<_, _>>()
             .map_err(sled_err("scanning raw values"))
+    }
+
+    /// Atomically updates one rate-limit bucket (compare-and-swap; `f` may run
+    /// more than once and must be pure). Not flushed: see `ratelimit`.
+    pub fn update_bucket(
+        &self,
+        key: &[u8],
+        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+    ) -> Result<Option<sled::IVec>, StoreError> {
+        self.inner
+            .ratelimit
+            .update_and_fetch(key, f)
+            .map_err(sled_err("updating a rate-limit bucket"))
     }
 
     /// Reads a count stored by [`Txn::add_count`].

@@ -16,6 +16,8 @@
 //! | `C`    | state code, queue                                      | u64 count    |
 //! | `W`    | worker id                                              | WorkerRecord |
 //! | `F`    | (single key)                                           | last fencing token (u64) |
+//! | `A`    | audit seq (BE u64)                                     | AuditRecord  |
+//! | `aH`, `aA` | (single keys)                                      | audit chain head, anchor |
 //!
 //! Leasing reads the first key under `Q queue 0x00`, the reaper and the
 //! scheduler read the first keys under `D` and `S`: all O(log n), whatever the
@@ -50,6 +52,27 @@ pub const COUNT: u8 = b'C';
 pub const WORKER: u8 = b'W';
 /// The fencing-token sequence (a single key).
 pub const FENCE: &[u8] = b"F";
+/// Audit records.
+pub const AUDIT: u8 = b'A';
+/// The audit chain head (last seq and hash).
+pub const AUDIT_HEAD: &[u8] = b"aH";
+/// The audit chain anchor (last pruned seq and hash).
+pub const AUDIT_ANCHOR: &[u8] = b"aA";
+
+/// `A seq`
+pub fn audit(seq: u64) -> Vec<u8> {
+    let mut k = with_prefix(AUDIT, 8);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The seq in an `A` key.
+pub fn parse_audit(key: &[u8]) -> Option<u64> {
+    if key.len() != 9 {
+        return None;
+    }
+    Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+}
 
 fn with_prefix(prefix: u8, capacity: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + capacity);

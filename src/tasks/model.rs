@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{LeaseId, QueueName, RunId, StepName, TaskId};
 use crate::clock::Millis;
-use crate::store::Record;
+use crate::store::{CodecError, Record};
 
 /// The kind of a task's state, without its data (indices, filters, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -399,8 +399,11 @@ pub struct LeaseRecord {
     pub queue: QueueName,
     /// Fencing token (global, increasing).
     pub token: u64,
-    /// Holder.
+    /// Holder (the worker id it gave).
     pub worker: String,
+    /// The authenticated principal that took the lease; only it may use the
+    /// lease. Empty for leases written before v2 (anyone with the worker role).
+    pub holder: String,
     /// Granted.
     pub granted_at: Millis,
     /// Expires unless extended.
@@ -409,8 +412,44 @@ pub struct LeaseRecord {
     pub state: LeaseState,
 }
 
+/// Version 1 of [`LeaseRecord`] (before leases were bound to a principal).
+#[derive(Debug, Clone, Deserialize)]
+struct LeaseRecordV1 {
+    id: LeaseId,
+    task_id: TaskId,
+    run_id: RunId,
+    queue: QueueName,
+    token: u64,
+    worker: String,
+    granted_at: Millis,
+    deadline: Millis,
+    state: LeaseState,
+}
+
 impl Record for LeaseRecord {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let (v1, _): (LeaseRecordV1, _) =
+                    bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+                Ok(LeaseRecord {
+                    id: v1.id,
+                    task_id: v1.task_id,
+                    run_id: v1.run_id,
+                    queue: v1.queue,
+                    token: v1.token,
+                    worker: v1.worker,
+                    holder: String::new(),
+                    granted_at: v1.granted_at,
+                    deadline: v1.deadline,
+                    state: v1.state,
+                })
+            }
+            v => Err(CodecError::UnknownVersion(v)),
+        }
+    }
 }
 
 /// An Idempotency-Key, stored under `I principal key`.

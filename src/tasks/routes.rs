@@ -14,12 +14,16 @@ use super::service::{Submission, Submitted, TaskFilter};
 use super::submit::{validate, SubmitRequest};
 use super::view::{run_json, task_json, task_summary};
 use super::{RunId, StateKind, TaskId, TaskRecord};
+use crate::auth::matrix::{
+    CANCEL_TASK, DOSSIER, GET_RUN, GET_TASK, LIST_TASKS, SUBMIT_AND_STREAM, SUBMIT_TASK,
+    TASK_EVENTS,
+};
+use crate::auth::Role;
 use crate::events::stream::{self, Scope, StreamSpec};
-use crate::http::body::{limited_body, parse_json, parse_json_or_default, raw_query, BodyResult};
-use crate::http::context::{context, RequestContext};
-use crate::http::query::{no_query, Query};
-use crate::http::{json_reply, respond, with_pipeline, ApiError};
-use crate::pipeline::Pipeline;
+use crate::http::body::{parse_json, parse_json_or_default};
+use crate::http::query::Query;
+use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -28,81 +32,46 @@ pub const DOSSIER_MAX_EVENTS: usize = 100_000;
 
 /// Every task route.
 pub fn routes(
-    p: Arc<Pipeline>,
+    api: &Arc<Api>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let limit = p.config().server.max_body_bytes;
     let submit = warp::path!("api" / "v1" / "tasks")
         .and(warp::post())
-        .and(with_pipeline(p.clone()))
-        .and(context())
-        .and(warp::header::headers_cloned())
-        .and(limited_body(limit))
-        .then(|p, ctx, headers, body| async move {
-            respond("/api/v1/tasks", submit_task(p, ctx, headers, body).await)
-        });
+        .and(endpoint(api, &SUBMIT_TASK))
+        .then(|c| serve(&SUBMIT_TASK, c, submit_task));
     let submit_stream = warp::path!("api" / "v1" / "tasks" / "stream")
         .and(warp::post())
-        .and(with_pipeline(p.clone()))
-        .and(context())
-        .and(warp::header::headers_cloned())
-        .and(raw_query())
-        .and(limited_body(limit))
-        .then(|p, ctx, headers, q: String, body| async move {
-            respond(
-                "/api/v1/tasks/stream",
-                submit_and_stream(p, ctx, headers, q, body).await,
-            )
-        });
+        .and(endpoint(api, &SUBMIT_AND_STREAM))
+        .then(|c| serve(&SUBMIT_AND_STREAM, c, submit_and_stream));
     let list = warp::path!("api" / "v1" / "tasks")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(raw_query())
-        .map(|p: Arc<Pipeline>, q: String| respond("/api/v1/tasks", list_tasks(&p, &q)));
+        .and(endpoint(api, &LIST_TASKS))
+        .then(|c| serve(&LIST_TASKS, c, |c| async move { list_tasks(&c) }));
     let get = warp::path!("api" / "v1" / "tasks" / String)
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(raw_query())
-        .map(|id: String, p: Arc<Pipeline>, q: String| {
-            respond("/api/v1/tasks/{id}", get_task(&p, &id, &q))
-        });
+        .and(endpoint(api, &GET_TASK))
+        .then(|id: String, c| serve(&GET_TASK, c, move |c| async move { get_task(&c, &id) }));
     let events = warp::path!("api" / "v1" / "tasks" / String / "events")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(warp::header::optional::<String>("last-event-id"))
-        .and(raw_query())
-        .map(
-            |id: String, p: Arc<Pipeline>, last: Option<String>, q: String| {
-                respond("/api/v1/tasks/{id}/events", task_events(p, &id, last, &q))
-            },
-        );
+        .and(endpoint(api, &TASK_EVENTS))
+        .then(|id: String, c| {
+            serve(
+                &TASK_EVENTS,
+                c,
+                move |c| async move { task_events(&c, &id) },
+            )
+        });
     let dossier = warp::path!("api" / "v1" / "tasks" / String / "dossier")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(no_query())
-        .map(|id: String, p: Arc<Pipeline>, nq: Result<(), ApiError>| {
-            respond(
-                "/api/v1/tasks/{id}/dossier",
-                nq.and_then(|()| dossier(&p, &id)),
-            )
-        });
+        .and(endpoint(api, &DOSSIER))
+        .then(|id: String, c| serve(&DOSSIER, c, move |c| async move { dossier(&c, &id) }));
     let cancel = warp::path!("api" / "v1" / "tasks" / String / "cancel")
         .and(warp::post())
-        .and(with_pipeline(p.clone()))
-        .and(context())
-        .and(limited_body(limit))
-        .then(|id: String, p, ctx, body| async move {
-            respond(
-                "/api/v1/tasks/{id}/cancel",
-                cancel_task(p, ctx, id, body).await,
-            )
-        });
+        .and(endpoint(api, &CANCEL_TASK))
+        .then(|id: String, c| serve(&CANCEL_TASK, c, move |c| cancel_task(c, id)));
     let run = warp::path!("api" / "v1" / "runs" / String)
         .and(warp::get())
-        .and(with_pipeline(p))
-        .and(no_query())
-        .map(|id: String, p: Arc<Pipeline>, nq: Result<(), ApiError>| {
-            respond("/api/v1/runs/{run_id}", nq.and_then(|()| get_run(&p, &id)))
-        });
+        .and(endpoint(api, &GET_RUN))
+        .then(|id: String, c| serve(&GET_RUN, c, move |c| async move { get_run(&c, &id) }));
     submit
         .or(submit_stream)
         .unify()
@@ -120,7 +89,8 @@ pub fn routes(
         .unify()
 }
 
-fn task_id(id: &str) -> Result<TaskId, ApiError> {
+/// Parses a task id from a path (a malformed one names no task: 404).
+pub fn task_id(id: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))
 }
 
@@ -153,20 +123,19 @@ fn traceparent(headers: &HeaderMap) -> String {
     )
 }
 
-async fn prepare(
-    p: &Pipeline,
-    ctx: &RequestContext,
-    headers: &HeaderMap,
-    body: BodyResult,
-) -> Result<Submission, ApiError> {
-    let body = body?;
-    let idempotency = match headers.get("idempotency-key") {
+async fn prepare(c: &mut Call) -> Result<Submission, ApiError> {
+    let body = c.body().await?;
+    let idempotency = match c.headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let key = v
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+                .filter(|k| {
+                    !k.is_empty()
+                        && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                        && k.bytes().all(|b| (0x21..0x7f).contains(&b))
+                })
                 .ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces"
@@ -176,23 +145,19 @@ async fn prepare(
         }
     };
     let req: SubmitRequest = parse_json(&body)?;
-    let task = validate(req, p.config(), p.now())?;
+    let task = validate(req, c.p().config(), c.p().now())?;
     Ok(Submission {
-        principal: ctx.principal.clone(),
+        principal: c.who.principal.clone(),
         idempotency,
-        traceparent: Some(traceparent(headers)),
+        traceparent: Some(traceparent(&c.headers)),
         task,
     })
 }
 
-async fn submit_task(
-    p: Arc<Pipeline>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> Result<Response, ApiError> {
-    let submission = prepare(&p, &ctx, &headers, body).await?;
-    let (status, task, replay) = match p.submit(submission).await? {
+async fn submit_task(mut c: Call) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
+    let submission = prepare(&mut c).await?;
+    let (status, task, replay) = match c.p().submit(submission).await? {
         Submitted::Created(t) => (StatusCode::CREATED, t, false),
         Submitted::Replayed(t) => (StatusCode::OK, t, true),
     };
@@ -207,27 +172,21 @@ async fn submit_task(
     Ok(resp)
 }
 
-async fn submit_and_stream(
-    p: Arc<Pipeline>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    raw_q: String,
-    body: BodyResult,
-) -> Result<Response, ApiError> {
-    let q = Query::parse(&raw_q);
+async fn submit_and_stream(mut c: Call) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&["max_events", "idle_timeout"])?;
-    let spec_limits = stream_limits(&q)?;
-    let submission = prepare(&p, &ctx, &headers, body).await?;
-    let task = match p.submit(submission).await? {
+    let (max_events, idle_timeout) = stream_limits(&q)?;
+    let submission = prepare(&mut c).await?;
+    let task = match c.p().submit(submission).await? {
         Submitted::Created(t) | Submitted::Replayed(t) => t,
     };
     let spec = StreamSpec {
         scope: Scope::Task(task.id),
         after: 0,
-        max_events: spec_limits.0,
-        idle_timeout: spec_limits.1,
+        max_events,
+        idle_timeout,
     };
-    Ok(sse_response(p, spec, Some(task.id)))
+    Ok(sse_response(c.p().clone(), spec, Some(task.id)))
 }
 
 /// `max_events` and `idle_timeout` of a stream request.
@@ -254,10 +213,10 @@ pub fn sse_response(p: Arc<Pipeline>, spec: StreamSpec, task: Option<TaskId>) ->
     resp
 }
 
-fn list_tasks(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
+fn list_tasks(c: &Call) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&["state", "queue", "label", "cursor", "limit"])?;
-    let limits = &p.config().tasks;
+    let limits = &c.p().config().tasks;
     let limit = q.bounded("limit", 50.min(limits.max_page_size), limits.max_page_size)?;
     let state = match q.get("state") {
         None => None,
@@ -280,18 +239,12 @@ fn list_tasks(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let cursor = match q.get("cursor") {
-        None => None,
-        Some(c) => Some(
-            TaskId::parse(c).map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}")))?,
-        ),
-    };
     let filter = TaskFilter {
         state,
         queue: q.get("queue").map(str::to_string),
         labels,
     };
-    let page = p.list_tasks(&filter, cursor, limit)?;
+    let page = c.p().list_tasks(&filter, cursor(&q)?, limit)?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({
@@ -299,6 +252,16 @@ fn list_tasks(p: &Pipeline, raw: &str) -> Result<Response, ApiError> {
             "next_cursor": page.next_cursor,
         }),
     ))
+}
+
+/// The `cursor` query parameter (a task id).
+pub fn cursor(q: &Query) -> Result<Option<TaskId>, ApiError> {
+    match q.get("cursor") {
+        None => Ok(None),
+        Some(c) => TaskId::parse(c)
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid cursor {c:?}"))),
+    }
 }
 
 /// A task with its runs and its last `n` events.
@@ -316,10 +279,10 @@ pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Va
     Ok(v)
 }
 
-fn get_task(p: &Pipeline, id: &str, raw: &str) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
+fn get_task(c: &Call, id: &str) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&["events"])?;
-    let limits = &p.config().tasks;
+    let limits = &c.p().config().tasks;
     let n = match q.get("events") {
         None => limits.default_event_history,
         Some(v) => match v.parse::<usize>() {
@@ -332,29 +295,27 @@ fn get_task(p: &Pipeline, id: &str, raw: &str) -> Result<Response, ApiError> {
             }
         },
     };
-    let task = p.task(task_id(id)?)?;
-    Ok(json_reply(StatusCode::OK, &task_with_history(p, &task, n)?))
+    let task = c.p().task(task_id(id)?)?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &task_with_history(c.p(), &task, n)?,
+    ))
 }
 
-fn task_events(
-    p: Arc<Pipeline>,
-    id: &str,
-    last: Option<String>,
-    raw: &str,
-) -> Result<Response, ApiError> {
-    let q = Query::parse(raw);
+fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
+    let q = c.query();
     q.only(&["max_events", "idle_timeout", "last_event_id"])?;
     let id = task_id(id)?;
-    p.task(id)?;
+    c.p().task(id)?;
     let (max_events, idle_timeout) = stream_limits(&q)?;
-    let after = resume_point(last.as_deref().or(q.get("last_event_id")))?;
+    let last = c.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let spec = StreamSpec {
         scope: Scope::Task(id),
-        after,
+        after: resume_point(last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
     };
-    Ok(sse_response(p, spec, Some(id)))
+    Ok(sse_response(c.p().clone(), spec, Some(id)))
 }
 
 /// Parses `Last-Event-ID` (16 hex digits, or decimal).
@@ -369,9 +330,10 @@ pub fn resume_point(last: Option<&str>) -> Result<u64, ApiError> {
     }
 }
 
-fn dossier(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
-    let task = p.task(task_id(id)?)?;
-    let mut v = task_with_history(p, &task, DOSSIER_MAX_EVENTS)?;
+fn dossier(c: &Call, id: &str) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
+    let task = c.p().task(task_id(id)?)?;
+    let mut v = task_with_history(c.p(), &task, DOSSIER_MAX_EVENTS)?;
     v["schema"] = "forgeline.dossier.v1".into();
     let mut resp = json_reply(StatusCode::OK, &v);
     if let Ok(h) = HeaderValue::from_str(&format!("attachment; filename=\"task-{}.json\"", task.id))
@@ -387,29 +349,35 @@ struct CancelBody {
     reason: Option<String>,
 }
 
-async fn cancel_task(
-    p: Arc<Pipeline>,
-    ctx: RequestContext,
-    id: String,
-    body: BodyResult,
-) -> Result<Response, ApiError> {
+async fn cancel_task(mut c: Call, id: String) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
     let id = task_id(&id)?;
-    let body: CancelBody = parse_json_or_default(&body?)?;
+    let body: CancelBody = parse_json_or_default(&c.body().await?)?;
     if body.reason.as_ref().is_some_and(|r| r.len() > 1024) {
         return Err(ApiError::invalid("reason", "reason is at most 1024 bytes"));
     }
-    let task = p.cancel(id, &ctx.principal, body.reason).await?;
+    let task = c.p().task(id)?;
+    if !c.has(Role::ReviewAdmin) && task.submitted_by != c.who.principal {
+        return Err(PipelineError::Forbidden {
+            message: format!(
+                "task {id} was submitted by someone else; only review_admin may cancel it"
+            ),
+        }
+        .into());
+    }
+    let task = c.p().cancel(id, &c.who.principal, body.reason).await?;
     Ok(json_reply(StatusCode::OK, &task_json(&task)))
 }
 
-fn get_run(p: &Pipeline, id: &str) -> Result<Response, ApiError> {
+fn get_run(c: &Call, id: &str) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
     let run_id =
         RunId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
-    let run = p.run(run_id)?;
+    let run = c.p().run(run_id)?;
     let mut events = Vec::new();
     let mut after = 0;
     loop {
-        let batch = p.task_events_after(run.task_id, after, 1000)?;
+        let batch = c.p().task_events_after(run.task_id, after, 1000)?;
         let Some(last) = batch.last() else { break };
         after = last.id;
         events.extend(

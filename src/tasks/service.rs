@@ -306,6 +306,7 @@ impl Pipeline {
         reason: Option<String>,
     ) -> Result<TaskRecord, PipelineError> {
         let now = self.now();
+        let reason = reason.map(|r| crate::redact::redact(&r).into_owned());
         self.commit(|txn, out| {
             let mut task = load_task(txn, id)?;
             let lease = task.state.lease().cloned();

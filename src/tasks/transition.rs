@@ -28,6 +28,9 @@ pub fn append_event(
     state_changed: bool,
 ) -> Result<(), StoreError> {
     let id = txn.next_event_id();
+    // Events are shown to every observer: no secret may ride along.
+    let mut data = data;
+    crate::redact::redact_json(&mut data);
     let record = EventRecord {
         id,
         kind,

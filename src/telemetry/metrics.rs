@@ -72,6 +72,8 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// `forgeline_store_size_bytes` (set at scrape time)
     pub store_size: IntGauge,
+    auth_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
     queues: RwLock<HashMap<String, QueueHandles>>,
     steps: RwLock<HashMap<String, ()>>,
 }
@@ -206,6 +208,18 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            auth_failures: counter_vec(
+                &r,
+                "forgeline_auth_failures_total",
+                "Requests refused with 401, by reason.",
+                &["reason"],
+            ),
+            rate_limited: counter_vec(
+                &r,
+                "forgeline_rate_limited_total",
+                "Requests refused with 429, by route class.",
+                &["class"],
+            ),
             queues: RwLock::new(HashMap::new()),
             steps: RwLock::new(HashMap::new()),
             registry: r,
@@ -222,6 +236,14 @@ impl Metrics {
             ])
             .set(1);
         m.registry.register(Box::new(build)).expect("unique metric");
+        // Every bounded label value exists from the start, so rate() works
+        // before the first failure.
+        for reason in crate::auth::AuthFailure::ALL {
+            m.auth_failures.with_label_values(&[reason.as_str()]);
+        }
+        for class in crate::auth::RateClass::ALL {
+            m.rate_limited.with_label_values(&[class.as_str()]);
+        }
         #[cfg(target_os = "linux")]
         m.registry
             .register(Box::new(
@@ -285,6 +307,18 @@ impl Metrics {
     /// One queue-wait observation.
     pub fn observe_queue_wait(&self, queue: &str, wait_ms: u64) {
         self.queue(queue).wait.observe(wait_ms as f64 / 1000.0);
+    }
+
+    /// A request refused with 401.
+    pub fn auth_failure(&self, reason: crate::auth::AuthFailure) {
+        self.auth_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// A request refused with 429.
+    pub fn rate_limited(&self, class: crate::auth::RateClass) {
+        self.rate_limited.with_label_values(&[class.as_str()]).inc();
     }
 
     /// A lease expiry.

@@ -123,6 +123,26 @@ impl AgentEvent {
         }
     }
 
+    /// The event with secrets removed from every free-text field (errors,
+    /// output, attributes) — what is stored.
+    pub fn redacted(mut self) -> AgentEvent {
+        use crate::redact::{redact, redact_json};
+        for s in [&mut self.error, &mut self.output_tail]
+            .into_iter()
+            .flatten()
+        {
+            if let std::borrow::Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        let mut attrs = Value::Object(std::mem::take(&mut self.attributes));
+        redact_json(&mut attrs);
+        if let Value::Object(m) = attrs {
+            self.attributes = m;
+        }
+        self
+    }
+
     /// The canonical JSON (stored as the event's `data`).
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();

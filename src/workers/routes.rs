@@ -9,10 +9,9 @@ use warp::Filter;
 
 use super::normalize_status;
 use super::service::worker_json;
-use crate::http::body::{limited_body, parse_json, BodyResult};
-use crate::http::query::no_query;
-use crate::http::{json_reply, respond, with_pipeline, ApiError};
-use crate::pipeline::Pipeline;
+use crate::auth::matrix::{LIST_WORKERS, WORKER_STATUS};
+use crate::http::body::parse_json;
+use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
 use crate::tasks::WorkerId;
 
 /// Most workers listed.
@@ -20,44 +19,34 @@ pub const MAX_WORKERS_LISTED: usize = 1000;
 
 /// `GET /api/v1/workers`, `POST /api/v1/workers/{worker_id}/status`.
 pub fn routes(
-    p: Arc<Pipeline>,
+    api: &Arc<Api>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let limit = p.config().server.max_body_bytes;
     let list = warp::path!("api" / "v1" / "workers")
         .and(warp::get())
-        .and(with_pipeline(p.clone()))
-        .and(no_query())
-        .map(|p: Arc<Pipeline>, nq: Result<(), ApiError>| {
-            respond(
-                "/api/v1/workers",
-                (|| {
-                    nq?;
-                    let ws = p.workers(MAX_WORKERS_LISTED)?;
-                    Ok::<_, ApiError>(json_reply(
-                        StatusCode::OK,
-                        &json!({"workers": ws.iter().map(worker_json).collect::<Vec<_>>()}),
-                    ))
-                })(),
-            )
-        });
+        .and(endpoint(api, &LIST_WORKERS))
+        .then(|c| serve(&LIST_WORKERS, c, |c| async move { list(&c) }));
     let status = warp::path!("api" / "v1" / "workers" / String / "status")
         .and(warp::post())
-        .and(with_pipeline(p))
-        .and(limited_body(limit))
-        .then(|id: String, p, body| async move {
-            respond(
-                "/api/v1/workers/{worker_id}/status",
-                report(p, id, body).await,
-            )
-        });
+        .and(endpoint(api, &WORKER_STATUS))
+        .then(|id: String, c| serve(&WORKER_STATUS, c, move |c| report(c, id)));
     list.or(status).unify()
 }
 
-async fn report(p: Arc<Pipeline>, id: String, body: BodyResult) -> Result<Response, ApiError> {
+fn list(c: &Call) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
+    let ws = c.p().workers(MAX_WORKERS_LISTED)?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({"workers": ws.iter().map(worker_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn report(mut c: Call, id: String) -> Result<Response, ApiError> {
+    c.query().only(&[])?;
     let worker = WorkerId::parse(&id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
-    let v: Value = parse_json(&body?)?;
+    let v: Value = parse_json(&c.body().await?)?;
     let report = normalize_status(&v)
         .map_err(|e| ApiError::invalid(e.field.as_deref().unwrap_or("body"), e.message))?;
-    let rec = p.report_status(&worker, report).await?;
+    let rec = c.p().report_status(&worker, report).await?;
     Ok(json_reply(StatusCode::OK, &worker_json(&rec)))
 }

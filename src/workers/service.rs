@@ -93,7 +93,10 @@ impl Pipeline {
                 id: worker.to_string(),
                 status: report.status,
                 current_task: report.current_task,
-                detail: report.detail.clone(),
+                detail: report
+                    .detail
+                    .as_deref()
+                    .map(|d| crate::redact::redact(d).into_owned()),
                 last_seen: now,
             };
             txn.put(keys::worker(worker.as_str()), &rec)?;
@@ -118,12 +121,14 @@ impl Pipeline {
         &self,
         lease_id: LeaseId,
         token: u64,
+        holder: Option<&str>,
         events: Vec<AgentEvent>,
     ) -> Result<Vec<u64>, PipelineError> {
         let now = self.now();
+        let events: Vec<AgentEvent> = events.into_iter().map(AgentEvent::redacted).collect();
         let ids = self
             .commit(|txn, out| {
-                let (lease, mut task) = self.check_lease(txn, lease_id, token, now)?;
+                let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
                 let run_key = keys::run(&lease.run_id.to_bytes());
                 let mut run = txn
                     .get::<RunRecord>(&run_key)?

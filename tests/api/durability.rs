@@ -14,10 +14,7 @@ use crate::process::ServerProcess;
 async fn every_acknowledged_task_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = server.client();
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..24 {
@@ -113,8 +110,8 @@ async fn every_acknowledged_task_survives_kill_9_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_requeues_tasks_whose_lease_expired_while_the_server_was_down() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
     let server = ServerProcess::start(dir.path(), &[]);
+    let client = server.client();
     let t: Value = client
         .post(server.url("/api/v1/tasks"))
         .json(&json!({"queue": "r"}))

@@ -40,7 +40,7 @@ fn with_recipes(c: &mut Config) {
     let mut env = recipe(&[
         "sh",
         "-c",
-        "echo secret=${FORGELINE_TEST_SECRET:-unset} fixed=$FIXED task=$FORGELINE_TASK_ID",
+        "echo leak=${FORGELINE_TEST_SECRET:-unset} fixed=$FIXED task=$FORGELINE_TASK_ID",
     ]);
     env.env.insert("FIXED".into(), "yes".into());
     c.steps.insert("env".into(), env);
@@ -164,7 +164,7 @@ async fn steps_see_only_allowlisted_and_fixed_environment() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(out.starts_with("secret=unset fixed=yes task=0"), "{out}");
+    assert!(out.starts_with("leak=unset fixed=yes task=0"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

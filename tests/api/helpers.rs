@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forgeline::app::App;
+use forgeline::auth::{Authenticator, Role, RoleSet};
 use forgeline::clock::{Clock, ManualClock, SystemClock};
 use forgeline::config::{Config, Durability};
 use forgeline::pipeline::Pipeline;
@@ -12,10 +13,15 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+/// The HS256 secret test servers use.
+pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
 /// A server running in this process on 127.0.0.1 with a fresh store.
+/// `client` sends a token for principal `tester` with every role.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    pub auth: Authenticator,
     pub clock: Arc<ManualClock>,
     pub pipeline: Arc<Pipeline>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -53,6 +59,11 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.store.durability = Durability::Sync;
     c.executor.enabled = false;
     c.server.shutdown_timeout = Duration::from_secs(5);
+    let secret = dir.join("jwt-secret.test");
+    if !secret.exists() {
+        std::fs::write(&secret, TEST_SECRET).unwrap();
+    }
+    c.auth.secret_file = secret;
     c
 }
 
@@ -72,6 +83,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 /// Starts a server on an existing directory (restart tests).
 pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let (auth, _) = Authenticator::from_config(&config, false).expect("test keys");
     let app = App::build_with_clock(config, clock.clone())
         .await
         .expect("app builds");
@@ -84,18 +96,32 @@ pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
     let handle = tokio::spawn(app.run(listener, async {
         let _ = rx.await;
     }));
+    let token = auth
+        .issue("tester", RoleSet::all(), Duration::from_secs(3600))
+        .unwrap();
     TestApp {
         addr,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
+        client: client_with(Some(&token)),
+        auth,
         clock,
         pipeline,
         shutdown: Some(tx),
         handle: Some(handle),
         dir,
     }
+}
+
+/// A client that sends `token` on every request (none: no Authorization).
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 async fn to_resp(r: reqwest::Response) -> Resp {
@@ -108,6 +134,18 @@ async fn to_resp(r: reqwest::Response) -> Resp {
 }
 
 impl TestApp {
+    /// A token for `sub` with `roles`, valid for an hour.
+    pub fn token(&self, sub: &str, roles: &[Role]) -> String {
+        self.auth
+            .issue(sub, RoleSet::from_roles(roles), Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// A client acting as `sub` with `roles`.
+    pub fn client_as(&self, sub: &str, roles: &[Role]) -> reqwest::Client {
+        client_with(Some(&self.token(sub, roles)))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

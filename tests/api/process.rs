@@ -10,18 +10,32 @@ use std::time::Duration;
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin token the server wrote on its first start.
+    pub admin_token: String,
 }
 
 impl ServerProcess {
-    /// Starts the server on `data_dir` (plus extra args) and waits until it listens.
+    /// Starts the server on `data_dir` (plus extra args) and waits until it
+    /// listens. Rate limits are off: these tests drive load from one principal.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_with_env(
+            data_dir,
+            extra,
+            &[("FORGELINE_RATELIMIT__ENABLED", "false")],
+        )
+    }
+
+    /// `start` with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_forgeline"))
             .args(["serve", "--port", "0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("FORGELINE_LOG__FORMAT", "json")
             .env("FORGELINE_EXECUTOR__ENABLED", "false")
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
+            .env_remove("FORGELINE_JWT_SECRET")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -46,7 +60,20 @@ impl ServerProcess {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server logs its address");
-        ServerProcess { child, addr }
+        let admin_token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .expect("the first start writes an admin token")
+            .trim()
+            .to_string();
+        ServerProcess {
+            child,
+            addr,
+            admin_token,
+        }
+    }
+
+    /// A client sending the admin token.
+    pub fn client(&self) -> reqwest::Client {
+        crate::helpers::client_with(Some(&self.admin_token))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -56,10 +56,7 @@ async fn concurrent_submitters_lessees_and_readers_never_stall() {
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let server = Arc::new(ServerProcess::start(dir.path(), &[]));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap();
+    let client = server.client();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut jobs = Vec::new();

@@ -10,6 +10,13 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+mod security;
+
+pub use security::{
+    AuditConfig, AuthConfig, AuthMode, Bucket, MetricsAccess, MetricsConfig, PublicKeyConfig,
+    RateLimitConfig,
+};
+
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -35,6 +42,14 @@ pub struct Config {
     pub events: EventsConfig,
     /// Log output.
     pub log: LogConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Rate limits.
+    pub ratelimit: RateLimitConfig,
+    /// Audit log retention.
+    pub audit: AuditConfig,
+    /// `/metrics` access.
+    pub metrics: MetricsConfig,
 }
 
 /// `[server]`
@@ -409,6 +424,36 @@ impl Config {
                  (server.allow_remote = true) to expose forgeline on the network",
                 self.server.host
             ));
+        }
+        if self.auth.mode == AuthMode::None && !self.server.host.is_loopback() {
+            return bad(format!(
+                "refusing to bind {} with auth.mode = \"none\": unauthenticated mode is for \
+                 loopback development only",
+                self.server.host
+            ));
+        }
+        for k in &self.auth.public_keys {
+            if k.algorithm != "RS256" && k.algorithm != "EdDSA" {
+                return bad(format!(
+                    "auth.public_keys: algorithm {:?} is not supported (RS256 or EdDSA)",
+                    k.algorithm
+                ));
+            }
+        }
+        if self.metrics.access == MetricsAccess::Token
+            && self.metrics.token_file.as_os_str().is_empty()
+        {
+            return bad("metrics.access = \"token\" needs metrics.token_file".into());
+        }
+        for (name, b) in [
+            ("submit", &self.ratelimit.submit),
+            ("worker", &self.ratelimit.worker),
+            ("review_action", &self.ratelimit.review_action),
+            ("read", &self.ratelimit.read),
+        ] {
+            if !(b.rate > 0.0 && b.rate.is_finite()) || b.burst == 0 {
+                return bad(format!("ratelimit.{name}: rate and burst must be above 0"));
+            }
         }
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be above 0".into());
