@@ -1,9 +1,11 @@
 //! Writes the store fixture in tests/data/ that the fixture test opens.
 //!
 //! Run it when the store format changes, with a new directory name, and keep
-//! the old fixture: every released format must keep loading.
+//! the old fixtures: every released format must keep loading. store-v1 was
+//! written before leases were bound to a principal (LeaseRecord v1);
+//! store-v2 by the version that added that and the audit log.
 //!
-//!     cargo run --example write_fixture -- tests/data/store-v1
+//!     cargo run --example write_fixture -- tests/data/store-v2
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ async fn main() {
     config.store.data_dir = out.join("data");
     config.store.durability = Durability::Sync;
     config.executor.enabled = false;
+    // No keys in a fixture: nothing to generate.
+    config.auth.mode = forgeline::config::AuthMode::None;
     let clock = Arc::new(ManualClock::new(FIXTURE_TIME));
     let app = App::build_with_clock(config.clone(), clock.clone())
         .await
@@ -59,6 +63,7 @@ async fn main() {
         let req = LeaseRequest {
             queues: vec![QueueName::parse(queue).unwrap()],
             worker: WorkerId::parse(worker).unwrap(),
+            holder: format!("principal-{worker}"),
             max: 1,
             wait: Duration::ZERO,
             lease_for: Duration::from_secs(30),
@@ -83,6 +88,7 @@ async fn main() {
     p.report_events(
         g.lease.id,
         g.lease.token,
+        None,
         evs.iter().map(|e| normalize_event(e).unwrap()).collect(),
     )
     .await
@@ -98,13 +104,19 @@ async fn main() {
     p.report_events(
         g.lease.id,
         g.lease.token,
+        None,
         evs.iter().map(|e| normalize_event(e).unwrap()).collect(),
     )
     .await
     .unwrap();
-    p.complete(g.lease.id, g.lease.token, Some(json!({"merged": true})))
-        .await
-        .unwrap();
+    p.complete(
+        g.lease.id,
+        g.lease.token,
+        None,
+        Some(json!({"merged": true})),
+    )
+    .await
+    .unwrap();
 
     let dead = submit(json!({"queue": "work", "max_attempts": 1}), None).await;
     names.insert("dead", dead);
@@ -112,6 +124,7 @@ async fn main() {
     p.fail(
         g.lease.id,
         g.lease.token,
+        None,
         Failure {
             retryable: true,
             error: "boom".into(),
@@ -126,6 +139,7 @@ async fn main() {
     p.fail(
         g.lease.id,
         g.lease.token,
+        None,
         Failure {
             retryable: true,
             error: "flaky".into(),
@@ -146,6 +160,28 @@ async fn main() {
     )
     .await
     .unwrap();
+
+    // Two audit records, as the HTTP layer writes them.
+    for (status, detail) in [
+        (201, None),
+        (401, Some("auth failure: expired".to_string())),
+    ] {
+        let c = p
+            .audit(forgeline::audit::AuditDraft {
+                at: FIXTURE_TIME,
+                request_id: format!("fixture-{status}"),
+                principal: "fixture".into(),
+                roles: vec!["submitter".into()],
+                method: "POST".into(),
+                route: "/api/v1/tasks".into(),
+                body_sha256: Some([1; 32]),
+                status,
+                latency_us: 250,
+                detail,
+            })
+            .unwrap();
+        p.store().wait_durable(c).await.unwrap();
+    }
 
     let mut tasks = serde_json::Map::new();
     for (name, id) in &names {
@@ -173,6 +209,7 @@ async fn main() {
         "events_total": events_total,
         "tasks": tasks,
         "workers": ["agent-1", "agent-2", "agent-3"],
+        "audit_records": 2,
     });
     std::fs::write(
         out.join("manifest.json"),

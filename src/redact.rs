@@ -66,7 +66,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         rule(
             "bearer",
-            r"(?i)(?P<k>\bbearer\s+)[A-Za-z0-9\-._~+/]+=*",
+            r"(?i)(?P<k>\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*",
             "${k}[REDACTED]",
         ),
         rule(
@@ -188,28 +188,29 @@ pub fn redact_json(v: &mut Value) {
     }
 }
 
+/// One example per pattern: (pattern, text containing a secret, the secret).
+/// The tests feed each through every sink; docs/security.md lists them.
+pub const SAMPLES: &[(&str, &str, &str)] = &[
+    ("pem_private_key", "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----\n", "MIIEowIBAAKCAQEA7x"),
+    ("authorization_header", "Authorization: Bearer abc.def.ghi-SECRET", "abc.def.ghi-SECRET"),
+    ("bearer", "curl -H 'x: Bearer s3cr3tTOKENvalue'", "s3cr3tTOKENvalue"),
+    ("jwt", "token was eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c ok", "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
+    ("secret_field", r#"{"user":"a","password":"hunter2"}"#, "hunter2"),
+    ("secret_field", "DB_PASSWORD=hunter22 next", "hunter22"),
+    ("secret_field", "api_key: 'k-123456'", "k-123456"),
+    ("aws_access_key_id", "id AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE"),
+    ("github_token", "push with ghp_abcdefghijklmnopqrstuvwxyz0123456789AB", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"),
+    ("gitlab_token", "glpat-abcdefghij0123456789", "glpat-abcdefghij0123456789"),
+    ("slack_token", "xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij"),
+    ("google_api_key", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"),
+    ("stripe_key", "sk_live_abcdefghijklmnop1234", "sk_live_abcdefghijklmnop1234"),
+    ("openai_key", "OPENAI sk-proj-abcdefghijklmnopqrstuvwx", "sk-proj-abcdefghijklmnopqrstuvwx"),
+    ("url_credentials", "git clone https://bob:pa55word@github.com/x/y", "pa55word"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// One sample per pattern: (pattern, text containing a secret, the secret).
-    pub(crate) const SAMPLES: &[(&str, &str, &str)] = &[
-        ("pem_private_key", "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7x\n-----END RSA PRIVATE KEY-----\n", "MIIEowIBAAKCAQEA7x"),
-        ("authorization_header", "Authorization: Bearer abc.def.ghi-SECRET", "abc.def.ghi-SECRET"),
-        ("bearer", "curl -H 'x: Bearer s3cr3tTOKENvalue'", "s3cr3tTOKENvalue"),
-        ("jwt", "token was eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c ok", "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
-        ("secret_field", r#"{"user":"a","password":"hunter2"}"#, "hunter2"),
-        ("secret_field", "DB_PASSWORD=hunter22 next", "hunter22"),
-        ("secret_field", "api_key: 'k-123456'", "k-123456"),
-        ("aws_access_key_id", "id AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE"),
-        ("github_token", "push with ghp_abcdefghijklmnopqrstuvwxyz0123456789AB", "ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"),
-        ("gitlab_token", "glpat-abcdefghij0123456789", "glpat-abcdefghij0123456789"),
-        ("slack_token", "xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij"),
-        ("google_api_key", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"),
-        ("stripe_key", "sk_live_abcdefghijklmnop1234", "sk_live_abcdefghijklmnop1234"),
-        ("openai_key", "OPENAI sk-proj-abcdefghijklmnopqrstuvwx", "sk-proj-abcdefghijklmnopqrstuvwx"),
-        ("url_credentials", "git clone https://bob:pa55word@github.com/x/y", "pa55word"),
-    ];
 
     #[test]
     fn every_pattern_has_a_sample_and_removes_it() {

@@ -73,6 +73,9 @@ impl ApiError {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
         }
+        if let Some(v) = self.www_authenticate {
+            resp.headers_mut().insert("www-authenticate", v);
+        }
         resp
     }
 }

@@ -22,13 +22,11 @@ pub fn router(
     let a = api.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(warp::addr::remote())
+        .and(super::context::context())
         .and(warp::header::headers_cloned())
-        .map(move |peer: Option<SocketAddr>, headers: HeaderMap| {
-            respond(
-                &METRICS,
-                metrics_allowed(&a, peer, &headers).map(|()| render_metrics(&a)),
-            )
+        .map(move |ctx: super::RequestContext, headers: HeaderMap| {
+            let allowed = metrics_allowed(&a, ctx.remote, &headers);
+            respond(&METRICS, allowed.map(|()| render_metrics(&a)))
         });
     health::routes(&api)
         .or(metrics)

@@ -61,6 +61,7 @@ where
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok()),
         );
+        let uri = req.uri().to_string();
         let method = req.method().as_str();
         let method: &'static str = METHODS
             .iter()
@@ -129,6 +130,7 @@ where
                     request_id,
                     method,
                     route = path,
+                    %uri,
                     status,
                     duration_ms,
                     principal,
@@ -139,6 +141,7 @@ where
                     request_id,
                     method,
                     route = path,
+                    %uri,
                     status,
                     duration_ms,
                     principal,

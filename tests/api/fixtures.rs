@@ -24,7 +24,18 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[tokio::test]
 async fn the_v1_fixture_store_opens_and_reads_back_what_was_written() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
+    check_fixture("store-v1").await;
+}
+
+#[tokio::test]
+async fn the_v2_fixture_store_opens_and_reads_back_what_was_written() {
+    check_fixture("store-v2").await;
+}
+
+async fn check_fixture(name: &str) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(fixture.join("manifest.json")).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -86,4 +97,23 @@ async fn the_v1_fixture_store_opens_and_reads_back_what_was_written() {
     assert_eq!(seen, total);
     let workers: Vec<String> = p.workers(100).unwrap().into_iter().map(|w| w.id).collect();
     assert_eq!(workers, ["agent-1", "agent-2", "agent-3"]);
+
+    // Leases load whatever version wrote them; v1 leases have no holder.
+    let running = TaskId::parse(manifest["tasks"]["running"]["id"].as_str().unwrap()).unwrap();
+    let t = p.task(running).unwrap();
+    let lease_id = t.state.lease().expect("still leased").lease_id;
+    let lease: forgeline::tasks::LeaseRecord = p
+        .store()
+        .get(&forgeline::store::keys::lease(&lease_id.to_bytes()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.worker, "agent-1");
+    let written_by_v1 = manifest["audit_records"].is_null();
+    assert_eq!(lease.holder.is_empty(), written_by_v1);
+    let report = forgeline::audit::verify(p.store()).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        report.checked,
+        manifest["audit_records"].as_u64().unwrap_or(0)
+    );
 }

@@ -82,9 +82,28 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server on an existing directory (restart tests).
 pub async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
+    start_with(config, dir, false).await
+}
+
+/// Starts a server on the system clock (for tests about real rates;
+/// `advance` does nothing there).
+pub async fn spawn_real_time_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    start_with(config, dir, true).await
+}
+
+/// Starts a server; with `real_time`, on the system clock.
+pub async fn start_with(config: Config, dir: tempfile::TempDir, real_time: bool) -> TestApp {
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let app_clock: Arc<dyn Clock> = if real_time {
+        Arc::new(SystemClock)
+    } else {
+        clock.clone()
+    };
     let (auth, _) = Authenticator::from_config(&config, false).expect("test keys");
-    let app = App::build_with_clock(config, clock.clone())
+    let app = App::build_with_clock(config, app_clock)
         .await
         .expect("app builds");
     let pipeline = app.pipeline().clone();

@@ -1,12 +1,15 @@
 //! The integration suite: one binary, every test against a real server on a
 //! loopback port with a real sled store in a temp dir.
 
+mod audit_and_limits;
 mod bad_input;
 mod durability;
 mod executor;
 mod fixtures;
 mod helpers;
 mod process;
+mod redaction;
+mod security;
 mod soak;
 mod streams;
 mod tasks;

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A `forgeline serve` child process on 127.0.0.1 and a free port.
@@ -12,6 +13,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// The admin token the server wrote on its first start.
     pub admin_token: String,
+    /// Every line the server wrote to stderr so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -42,6 +45,8 @@ impl ServerProcess {
             .expect("forgeline starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = logs.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
@@ -55,6 +60,7 @@ impl ServerProcess {
                         }
                     }
                 }
+                sink.lock().unwrap().push(line);
             }
         });
         let addr = rx
@@ -68,6 +74,7 @@ impl ServerProcess {
             child,
             addr,
             admin_token,
+            logs,
         }
     }
 
@@ -84,6 +91,11 @@ impl ServerProcess {
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// The log lines written so far, joined.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
     }
 
     /// SIGTERM, then the exit status.

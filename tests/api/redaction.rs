@@ -1,0 +1,256 @@
+//! Secrets never reach logs, events, stored step output or error messages:
+//! every redaction pattern, through every sink, on the real binary. And the
+//! token CLI against a server's own keys.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use forgeline::redact::SAMPLES;
+use serde_json::{json, Value};
+
+use crate::helpers::{client_with, parse_sse};
+use crate::process::ServerProcess;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pattern_is_redacted_in_every_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir_all(&workspace).unwrap();
+    let all_samples: String = SAMPLES
+        .iter()
+        .map(|(_, text, _)| format!("{text}\n"))
+        .collect();
+    std::fs::write(workspace.join("secrets.txt"), &all_samples).unwrap();
+    let config = dir.path().join("forgeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[executor]\nqueues = [\"default\"]\nworkspace_root = {:?}\noutput_tail_bytes = 65536\n[steps.leak]\nargv = [\"sh\", \"-c\", \"cat secrets.txt; cat secrets.txt >&2; exit 3\"]\n",
+            workspace.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start_with_env(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("FORGELINE_EXECUTOR__ENABLED", "true"),
+            ("FORGELINE_RATELIMIT__ENABLED", "false"),
+        ],
+    );
+    let c = server.client();
+    let post = |path: String, body: Value| {
+        let (c, url) = (c.clone(), server.url(&path));
+        async move {
+            c.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    // The built-in executor runs a step that prints every sample (stored step output).
+    let r = c
+        .post(server.url("/api/v1/tasks/stream"))
+        .json(&json!({"steps": ["leak"], "max_attempts": 1}))
+        .send()
+        .await
+        .unwrap();
+    let executor_events = r.text().await.unwrap();
+    assert!(executor_events.contains("verification_finished"));
+    let mut task_ids = vec![parse_sse(&executor_events)[0].data["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string()];
+
+    for (i, (_, text, _)) in SAMPLES.iter().enumerate() {
+        // An external worker reports output and attributes with a secret, then fails with one.
+        let t = post("/api/v1/tasks".into(), json!({"queue": "ext"})).await;
+        task_ids.push(t["id"].as_str().unwrap().to_string());
+        let l = post("/api/v1/queues/ext/lease".into(), json!({"worker_id": "w"})).await;
+        let l = &l["leases"][0];
+        let base = format!("/api/v1/leases/{}", l["lease_id"].as_str().unwrap());
+        post(format!("{base}/events"), json!({"token": l["token"], "events": [
+            {"type": "verification_started", "step": "check"},
+            {"type": "verification_finished", "step": "check", "exit_code": 1, "output_tail": text, "error": text, "note": text},
+        ]}))
+        .await;
+        post(
+            format!("{base}/fail"),
+            json!({"token": l["token"], "error": text, "retryable": false}),
+        )
+        .await;
+        // A cancel reason and a worker status detail.
+        let t2 = post("/api/v1/tasks".into(), json!({"queue": "other"})).await;
+        task_ids.push(t2["id"].as_str().unwrap().to_string());
+        post(
+            format!("/api/v1/tasks/{}/cancel", t2["id"].as_str().unwrap()),
+            json!({"reason": text}),
+        )
+        .await;
+        post(
+            format!("/api/v1/workers/w{i}/status"),
+            json!({"status": "busy", "detail": text}),
+        )
+        .await;
+        // A secret in a query string (the request log line records the URI)
+        // and in a rejected body (parse errors quote the input).
+        let q: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
+        c.get(server.url(&format!("/api/v1/tasks?api_key={q}")))
+            .send()
+            .await
+            .unwrap();
+        c.post(server.url("/api/v1/tasks"))
+            .json(&json!({"queue": "q", "priority": text}))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let mut seen = String::new();
+    for id in &task_ids {
+        let d = c
+            .get(server.url(&format!("/api/v1/tasks/{id}/dossier")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen.push_str(&d);
+    }
+    seen.push_str(
+        &c.get(server.url("/api/v1/events?idle_timeout=1s"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    seen.push_str(
+        &c.get(server.url("/api/v1/workers"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    seen.push_str(
+        &c.get(server.url("/api/v1/audit?limit=500"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let bad = c
+        .post(server.url("/api/v1/tasks"))
+        .json(&json!({"priority": "password=hunter2"}))
+        .send()
+        .await
+        .unwrap();
+    seen.push_str(&bad.text().await.unwrap());
+    assert!(seen.contains("REDACTED"), "the sinks were exercised");
+    assert!(
+        seen.contains("step leak"),
+        "the executor's failure is in the records"
+    );
+    let logs = server.log_text();
+    assert!(
+        logs.contains("api_key=[REDACTED]"),
+        "the request log records the redacted URI"
+    );
+    for (name, _, secret) in SAMPLES {
+        assert!(!seen.contains(secret), "{name}: {secret} reached the API");
+        assert!(!logs.contains(secret), "{name}: {secret} reached the log");
+    }
+    assert!(!seen.contains("hunter2"));
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_writes_private_keys_and_the_token_cli_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &[]);
+    for f in ["jwt-secret", "admin-token"] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let logs = server.log_text();
+    assert!(logs.contains("admin-token"), "the path is logged");
+    assert!(!logs.contains(&server.admin_token), "the token is not");
+
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_forgeline"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "token", "issue", "--sub", "alice", "--role", "observer", "--ttl", "10m",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let alice = client_with(Some(&token));
+    assert_eq!(
+        alice
+            .get(server.url("/api/v1/tasks"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        alice
+            .post(server.url("/api/v1/tasks"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let out = cli(&["token", "inspect", &token]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"sub\":\"alice\""), "{text}");
+    assert!(
+        text.contains("verifies: yes (principal alice, roles observer)"),
+        "{text}"
+    );
+
+    let foreign = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "x", "roles": ["observer"], "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-this-servers-secret-0123456789abcdef"),
+    )
+    .unwrap();
+    let out = cli(&["token", "inspect", &foreign]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("verifies: no (bad signature)"));
+    let out = cli(&["token", "issue", "--sub", "x", "--role", "superuser"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(server.terminate().success());
+}
