@@ -61,6 +61,16 @@ pub enum PipelineError {
         /// What is wrong and what is accepted.
         message: String,
     },
+    /// A guardrail policy blocked it (422, naming the policy).
+    #[error("{message}")]
+    Blocked {
+        /// The policy id.
+        policy: String,
+        /// The stage.
+        stage: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// The caller is authenticated but may not do this to this object (403).
     #[error("{message}")]
     Forbidden {
@@ -144,6 +154,7 @@ pub struct Pipeline {
     pub(crate) timer: Notify,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) guardrails: crate::guardrails::Guardrails,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -163,6 +174,13 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Pipeline {
+        let guardrails = crate::guardrails::Guardrails::new(&config.guardrails);
+        for (id, stages) in guardrails.ids() {
+            for s in stages {
+                metrics.guardrail_policy(&id, s.as_str());
+            }
+        }
+        metrics.set_max_reviewer_labels(config.review.max_reviewer_labels);
         Pipeline {
             store,
             clock,
@@ -171,6 +189,7 @@ impl Pipeline {
             timer: Notify::new(),
             metrics,
             shutdown,
+            guardrails,
         }
     }
 

@@ -157,6 +157,12 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The name of the first pattern that finds a secret in `text`, if any
+/// (guardrails' `secret_scan`).
+pub fn contains_secret(text: &str) -> Option<&'static str> {
+    ANY.matches(text).iter().next().map(|i| RULES[i].name)
+}
+
 /// True when `key` names a secret (`password`, `GITHUB_TOKEN`, `x-api-key`…).
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
@@ -165,8 +171,8 @@ pub fn is_secret_key(key: &str) -> bool {
         .any(|s| k == *s || k.ends_with(&format!("_{s}")) || k.ends_with(&format!("-{s}")))
 }
 
-/// Redacts a JSON value in place: values under secret keys are masked, and
-/// every string is passed through [`redact`].
+/// Redacts a JSON value in place: string values under secret keys are masked,
+/// and every string is passed through [`redact`].
 pub fn redact_json(v: &mut Value) {
     match v {
         Value::String(s) => {
@@ -177,7 +183,9 @@ pub fn redact_json(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(redact_json),
         Value::Object(m) => {
             for (k, v) in m.iter_mut() {
-                if is_secret_key(k) && !v.is_null() {
+                // Only text can be a credential: a numeric `token` (a fencing
+                // token, a token count) is left alone.
+                if is_secret_key(k) && v.is_string() {
                     *v = Value::String(MASK.to_string());
                 } else {
                     redact_json(v);

@@ -135,6 +135,13 @@ routes! {
     WORKER_STATUS = "POST" "/api/v1/workers/{worker_id}/status", Access::Roles(WORKERS), W, None;
     DEAD_LETTER = "GET" "/api/v1/dead-letter", Access::Roles(ADMINS), R, None;
     REQUEUE = "POST" "/api/v1/dead-letter/{id}/requeue", Access::Roles(ADMINS), RA, None;
+    LIST_REVIEWS = "GET" "/api/v1/reviews", Access::Roles(REVIEWERS), R, None;
+    REVIEW_METRICS = "GET" "/api/v1/reviews/metrics", Access::Roles(ANY), R, None;
+    GET_REVIEW = "GET" "/api/v1/reviews/{id}", Access::Roles(REVIEWERS), R, None;
+    CLAIM_REVIEW = "POST" "/api/v1/reviews/{id}/claim", Access::Roles(REVIEWERS), RA, Some("not while another reviewer holds it; not after deciding it");
+    RELEASE_REVIEW = "POST" "/api/v1/reviews/{id}/release", Access::Roles(REVIEWERS), RA, Some("the holder, or review_admin");
+    ASSIGN_REVIEW = "POST" "/api/v1/reviews/{id}/assign", Access::Roles(ADMINS), RA, None;
+    DECIDE_REVIEW = "POST" "/api/v1/reviews/{id}/decision", Access::Roles(REVIEWERS), RA, Some("the holder if held (review_admin may override); once per reviewer");
     AUDIT = "GET" "/api/v1/audit", Access::Roles(ADMINS), R, None;
     AUDIT_VERIFY = "GET" "/api/v1/audit/verify", Access::Roles(ADMINS), R, None;
     HEALTH_LIVE = "GET" "/health/live", Access::Public, None, None;

@@ -10,7 +10,10 @@ use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+mod review;
 mod security;
+
+pub use review::{QueueReview, RejectAction, ReviewConfig, Span, TimeoutAction};
 
 pub use security::{
     AuditConfig, AuthConfig, AuthMode, Bucket, MetricsAccess, MetricsConfig, PublicKeyConfig,
@@ -50,6 +53,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `/metrics` access.
     pub metrics: MetricsConfig,
+    /// The review gate.
+    pub review: ReviewConfig,
+    /// Guardrail policies (`[[guardrails]]`).
+    pub guardrails: Vec<crate::guardrails::PolicyConfig>,
 }
 
 /// `[server]`
@@ -455,6 +462,8 @@ impl Config {
                 return bad(format!("ratelimit.{name}: rate and burst must be above 0"));
             }
         }
+        self.review.validate().map_err(ConfigError::Invalid)?;
+        crate::guardrails::validate(&self.guardrails).map_err(ConfigError::Invalid)?;
         if self.server.max_body_bytes == 0 {
             return bad("server.max_body_bytes must be above 0".into());
         }

@@ -80,6 +80,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        PipelineError::from(e).into()
+    }
+}
+
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         match e {
@@ -98,6 +104,16 @@ impl From<PipelineError> for ApiError {
             PipelineError::TooLarge { message } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
             }
+            PipelineError::Blocked {
+                policy,
+                stage,
+                message,
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "guardrail_blocked",
+                message,
+            )
+            .with_details(json!({"policy": policy, "stage": stage})),
             PipelineError::Forbidden { message } => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
             }

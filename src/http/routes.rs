@@ -41,6 +41,8 @@ pub fn router(
         .unify()
         .or(crate::audit::routes::routes(&api))
         .unify()
+        .or(crate::reviews::routes::routes(&api))
+        .unify()
         .recover(recover)
 }
 

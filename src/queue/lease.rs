@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{format_rfc3339, Millis};
 use crate::events::EventKind;
+use crate::guardrails::{enforce, Stage, Subject};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::{keys, Txn};
 use crate::tasks::service::{end_lease, finish_run, load_task};
@@ -181,33 +182,105 @@ impl Pipeline {
             }
         }
         let now = self.now();
-        let (task, run) = self
+        let (task, run, decisions) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
+                let run_id = Some(lease.run_id);
+                // The output stage sees the result and the run's step output.
+                let run_now = txn
+                    .get::<RunRecord>(&keys::run(&lease.run_id.to_bytes()))?
+                    .ok_or_else(|| PipelineError::not_found("run", lease.run_id))?;
+                let mut text = result.clone().unwrap_or_default();
+                for s in &run_now.steps {
+                    text.push('\n');
+                    text.push_str(s.output_tail.as_deref().unwrap_or_default());
+                }
+                let decisions = self.guardrails.evaluate(Subject {
+                    stage: Stage::Output,
+                    queue: task.queue.as_str(),
+                    text: &text,
+                    tool: None,
+                });
+                enforce::record(txn, out, &task, run_id, &decisions, now)?;
+                if let Some(block) = enforce::blocking(&decisions) {
+                    // A blocked output fails the task; the worker hears 422.
+                    end_lease(txn, lease_id, now, "failed")?;
+                    let error = enforce::blocked(block).to_string();
+                    let run = finish_run(
+                        txn,
+                        lease.run_id,
+                        now,
+                        RunOutcome::Failed,
+                        Some(error.clone()),
+                    )?;
+                    task.last_error = Some(error.clone());
+                    let data = json!({"error": error, "retryable": false, "policy": block.policy});
+                    move_to(
+                        txn,
+                        out,
+                        &mut task,
+                        TaskState::Failed { at: now, error },
+                        EventKind::TaskFailed,
+                        run_id,
+                        now,
+                        data,
+                    )?;
+                    idle_worker(txn, &lease, now)?;
+                    return Ok((task, run, decisions));
+                }
                 end_lease(txn, lease_id, now, "completed")?;
                 let run = finish_run(txn, lease.run_id, now, RunOutcome::Completed, None)?;
                 task.result = result.clone();
-                let data = json!({
-                    "lease_id": lease_id.to_string(),
-                    "run_duration_ms": now.saturating_sub(lease.granted_at),
-                    "duration_ms": now.saturating_sub(task.created_at),
-                });
-                move_to(
-                    txn,
-                    out,
-                    &mut task,
-                    TaskState::Completed { at: now },
-                    EventKind::TaskCompleted,
-                    Some(lease.run_id),
-                    now,
-                    data,
-                )?;
+                // Decisions of earlier writes, plus this completion's own.
+                let mut stored = crate::reviews::decisions_of(txn, task.id)?;
+                stored.extend(
+                    decisions
+                        .iter()
+                        .filter(|d| d.action != crate::guardrails::Action::Allowed)
+                        .map(|d| crate::guardrails::StoredDecision {
+                            task_id: task.id,
+                            run_id,
+                            at: now,
+                            decision: d.clone(),
+                        }),
+                );
+                let flagged = !crate::reviews::flagged_by(&stored).is_empty();
+                match (&run, task.review.required || flagged) {
+                    (Some(run), true) => {
+                        self.open_ticket(txn, out, &mut task, run, &stored, now)?;
+                    }
+                    _ => {
+                        let data = json!({
+                            "lease_id": lease_id.to_string(),
+                            "run_duration_ms": now.saturating_sub(lease.granted_at),
+                            "duration_ms": now.saturating_sub(task.created_at),
+                        });
+                        move_to(
+                            txn,
+                            out,
+                            &mut task,
+                            TaskState::Completed { at: now },
+                            EventKind::TaskCompleted,
+                            run_id,
+                            now,
+                            data,
+                        )?;
+                    }
+                }
                 idle_worker(txn, &lease, now)?;
-                Ok((task, run))
+                Ok((task, run, decisions))
             })
             .await?;
-        self.metrics
-            .observe_task_end(&task, run.as_ref(), "completed", self.now());
+        self.count_decisions(&decisions);
+        if let Some(block) = enforce::blocking(&decisions) {
+            self.metrics
+                .observe_task_end(&task, run.as_ref(), "failed", self.now());
+            return Err(enforce::blocked(block));
+        }
+        if task.state.kind() == crate::tasks::StateKind::Completed {
+            self.metrics
+                .observe_task_end(&task, run.as_ref(), "completed", self.now());
+        }
         Ok(task)
     }
 

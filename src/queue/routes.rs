@@ -106,9 +106,12 @@ fn lease_length(p: &Pipeline, ms: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
-/// The JSON a worker gets for one lease.
-pub fn grant_json(g: &Grant) -> Value {
+/// The JSON a worker gets for one lease. `review_feedback` carries the
+/// comment of a `changes_requested` review, for the run that answers it.
+pub fn grant_json(p: &Pipeline, g: &Grant) -> Value {
+    let feedback = p.review_feedback(g.task.id).unwrap_or(None);
     json!({
+        "review_feedback": feedback,
         "lease_id": g.lease.id.to_string(),
         "token": g.lease.token,
         "deadline": format_rfc3339(g.lease.deadline),
@@ -150,7 +153,7 @@ async fn lease(mut c: Call, queue: String) -> Result<Response, ApiError> {
     let grants = c.p().lease(&req).await?;
     Ok(json_reply(
         StatusCode::OK,
-        &json!({"leases": grants.iter().map(grant_json).collect::<Vec<_>>()}),
+        &json!({"leases": grants.iter().map(|g| grant_json(c.p(), g)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -225,12 +228,13 @@ async fn lease_call(mut c: Call, id: String, action: &str) -> Result<Response, A
                 })?;
                 events.push(e);
             }
-            let ids = p.report_events(lease_id, b.token, holder, events).await?;
+            let r = p.report_events(lease_id, b.token, holder, events).await?;
             Ok(json_reply(
                 StatusCode::OK,
                 &json!({
-                    "accepted": ids.len(),
-                    "event_ids": ids.iter().map(|i| crate::events::format_event_id(*i)).collect::<Vec<_>>(),
+                    "accepted": r.event_ids.len(),
+                    "event_ids": r.event_ids.iter().map(|i| crate::events::format_event_id(*i)).collect::<Vec<_>>(),
+                    "guardrails": r.guardrails,
                 }),
             ))
         }

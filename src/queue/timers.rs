@@ -203,6 +203,9 @@ impl Pipeline {
             if let Err(e) = self.promote_due(now).await {
                 tracing::error!(error = %e, "scheduler failed");
             }
+            if let Err(e) = self.review_clock(now).await {
+                tracing::error!(error = %e, "review clock failed");
+            }
             let sleep = match self.next_timer_due() {
                 Ok(Some(at)) => {
                     Duration::from_millis(at.saturating_sub(self.now())).min(MAX_TIMER_SLEEP)

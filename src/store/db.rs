@@ -577,6 +577,20 @@ impl Txn<'_> {
         })
     }
 
+    /// Committed key/value pairs under `prefix` (this transaction's own writes
+    /// are not seen), at most `limit`.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(sled_err("scanning in a write"))
+    }
+
     /// Adds `delta` to a stored count (never below zero).
     pub fn add_count(&mut self, key: Vec<u8>, delta: i64) -> Result<(), StoreError> {
         let cur = self.get_raw(&key)?.map(|v| decode_count(&v)).unwrap_or(0);

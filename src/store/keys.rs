@@ -17,6 +17,11 @@
 //! | `W`    | worker id                                              | WorkerRecord |
 //! | `F`    | (single key)                                           | last fencing token (u64) |
 //! | `A`    | audit seq (BE u64)                                     | AuditRecord  |
+//! | `V`    | ticket id                                              | Ticket       |
+//! | `K`    | task id, ticket id                                     | — (tickets of a task) |
+//! | `P`    | ticket id                                              | — (pending tickets) |
+//! | `O`    | closed_at, ticket id                                   | — (closed tickets by time) |
+//! | `G`    | task id, decision seq (BE u64)                         | StoredDecision (guardrails) |
 //! | `aH`, `aA` | (single keys)                                      | audit chain head, anchor |
 //!
 //! Leasing reads the first key under `Q queue 0x00`, the reaper and the
@@ -54,6 +59,68 @@ pub const WORKER: u8 = b'W';
 pub const FENCE: &[u8] = b"F";
 /// Audit records.
 pub const AUDIT: u8 = b'A';
+/// Review tickets.
+pub const TICKET: u8 = b'V';
+/// Tickets of a task.
+pub const TASK_TICKET: u8 = b'K';
+/// Pending tickets.
+pub const PENDING_TICKET: u8 = b'P';
+/// Closed tickets by time.
+pub const CLOSED_TICKET: u8 = b'O';
+/// Guardrail decisions.
+pub const GUARDRAIL: u8 = b'G';
+/// The guardrail decision sequence (a single key).
+pub const GUARDRAIL_SEQ: &[u8] = b"gS";
+
+/// `V id`
+pub fn ticket(id: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = with_prefix(TICKET, ID_LEN);
+    k.extend_from_slice(id);
+    k
+}
+
+/// `K task` — prefix of a task's tickets.
+pub fn task_tickets_prefix(task: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = with_prefix(TASK_TICKET, 2 * ID_LEN);
+    k.extend_from_slice(task);
+    k
+}
+
+/// `K task ticket`
+pub fn task_ticket(task: &[u8; ID_LEN], ticket: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = task_tickets_prefix(task);
+    k.extend_from_slice(ticket);
+    k
+}
+
+/// `P ticket`
+pub fn pending_ticket(id: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = with_prefix(PENDING_TICKET, ID_LEN);
+    k.extend_from_slice(id);
+    k
+}
+
+/// `O closed_at ticket`
+pub fn closed_ticket(at: u64, id: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = with_prefix(CLOSED_TICKET, 8 + ID_LEN);
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(id);
+    k
+}
+
+/// `G task` — prefix of a task's guardrail decisions.
+pub fn guardrail_prefix(task: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut k = with_prefix(GUARDRAIL, ID_LEN + 8);
+    k.extend_from_slice(task);
+    k
+}
+
+/// `G task seq`
+pub fn guardrail(task: &[u8; ID_LEN], seq: u64) -> Vec<u8> {
+    let mut k = guardrail_prefix(task);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
 /// The audit chain head (last seq and hash).
 pub const AUDIT_HEAD: &[u8] = b"aH";
 /// The audit chain anchor (last pruned seq and hash).

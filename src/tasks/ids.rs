@@ -1,10 +1,8 @@
 //! Identifiers and names, validated when they are constructed.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use ulid::Ulid;
 
 /// A name or id that failed validation; the message says what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,18 +12,18 @@ pub struct InvalidName(pub String);
 macro_rules! ulid_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub struct $name(Ulid);
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize)]
+        pub struct $name(::ulid::Ulid);
 
         impl $name {
             /// Wraps a freshly generated ULID.
-            pub fn from_ulid(u: Ulid) -> Self {
+            pub fn from_ulid(u: ::ulid::Ulid) -> Self {
                 $name(u)
             }
             /// Parses the 26-character Crockford base32 form.
-            pub fn parse(s: &str) -> Result<Self, InvalidName> {
-                Ulid::from_string(s).map($name).map_err(|_| {
-                    InvalidName(format!("{s:?} is not a {} (a 26-character ULID)", $what))
+            pub fn parse(s: &str) -> Result<Self, $crate::tasks::InvalidName> {
+                ::ulid::Ulid::from_string(s).map($name).map_err(|_| {
+                    $crate::tasks::InvalidName(format!("{s:?} is not a {} (a 26-character ULID)", $what))
                 })
             }
             /// Big-endian bytes, as used in store keys.
@@ -34,7 +32,7 @@ macro_rules! ulid_id {
             }
             /// Inverse of `to_bytes`.
             pub fn from_bytes(b: [u8; 16]) -> Self {
-                $name(Ulid::from_bytes(b))
+                $name(::ulid::Ulid::from_bytes(b))
             }
             /// Milliseconds since the epoch at which the id was made.
             pub fn timestamp_ms(self) -> u64 {
@@ -42,20 +40,22 @@ macro_rules! ulid_id {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 self.0.fmt(f)
             }
         }
 
-        impl FromStr for $name {
-            type Err = InvalidName;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::tasks::InvalidName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::parse(s)
             }
         }
     };
 }
+
+pub(crate) use ulid_id;
 
 ulid_id!(
     /// A task's id.
@@ -145,6 +145,7 @@ name_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ulid::Ulid;
 
     #[test]
     fn queue_names_are_checked() {

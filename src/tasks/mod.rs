@@ -9,6 +9,7 @@ pub mod submit;
 pub mod transition;
 pub mod view;
 
+pub(crate) use ids::ulid_id;
 pub use ids::{InvalidName, LeaseId, QueueName, RunId, StepName, TaskId, WorkerId};
 pub use model::{
     IdempotencyRecord, LeaseRecord, LeaseRef, LeaseState, ReviewRequest, RunOutcome, RunRecord,

@@ -276,6 +276,19 @@ pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Va
         .collect::<Vec<_>>()
         .into();
     v["events_truncated"] = truncated.into();
+    v["guardrails"] = p
+        .guardrail_decisions(task.id)?
+        .iter()
+        .map(|d| json!({"run_id": d.run_id.map(|r| r.to_string()), "at": crate::clock::format_rfc3339(d.at), "decision": d.decision}))
+        .collect::<Vec<_>>()
+        .into();
+    let now = p.now();
+    v["reviews"] = p
+        .tickets_of(task.id)?
+        .iter()
+        .map(|t| crate::reviews::ticket_json(t, now))
+        .collect::<Vec<_>>()
+        .into();
     Ok(v)
 }
 
@@ -392,5 +405,13 @@ fn get_run(c: &Call, id: &str) -> Result<Response, ApiError> {
     }
     let mut v = run_json(&run);
     v["events"] = events.into();
+    v["guardrails"] = c
+        .p()
+        .guardrail_decisions(run.task_id)?
+        .iter()
+        .filter(|d| d.run_id == Some(run_id))
+        .map(|d| json!(d.decision))
+        .collect::<Vec<_>>()
+        .into();
     Ok(json_reply(StatusCode::OK, &v))
 }

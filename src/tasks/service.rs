@@ -12,6 +12,7 @@ use super::model::{
 use super::submit::NewTask;
 use super::transition::{self, append_event, move_to};
 use crate::events::{EventKind, EventRecord};
+use crate::guardrails::{enforce, Stage, Subject};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::{keys, Txn};
 
@@ -66,6 +67,17 @@ impl Pipeline {
     /// record is durable.
     pub async fn submit(&self, s: Submission) -> Result<Submitted, PipelineError> {
         let now = self.now();
+        let text = format!("{}\n{}", s.task.payload, serde_json::json!(s.task.labels));
+        let decisions = self.guardrails.evaluate(Subject {
+            stage: Stage::Input,
+            queue: s.task.queue.as_str(),
+            text: &text,
+            tool: None,
+        });
+        self.count_decisions(&decisions);
+        if let Some(block) = enforce::blocking(&decisions) {
+            return Err(enforce::blocked(block));
+        }
         self.commit(|txn, out| {
             if let Some((key, hash)) = &s.idempotency {
                 let ikey = keys::idempotency(&s.principal, key);
@@ -143,6 +155,7 @@ impl Pipeline {
                 _ => (EventKind::TaskQueued, json!({"reason": "submitted"})),
             };
             append_event(txn, out, &task, kind, None, now, data, true)?;
+            enforce::record(txn, out, &task, None, &decisions, now)?;
             Ok(Submitted::Created(task))
         })
         .await
@@ -310,6 +323,9 @@ impl Pipeline {
         self.commit(|txn, out| {
             let mut task = load_task(txn, id)?;
             let lease = task.state.lease().cloned();
+            if task.state.kind() == StateKind::AwaitingReview {
+                self.cancel_ticket_of(txn, id, now)?;
+            }
             if let Some(l) = &lease {
                 end_lease(txn, l.lease_id, now, "cancelled")?;
                 crate::workers::worker_done(txn, &l.worker, id, now)?;

@@ -32,6 +32,10 @@ pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
 pub const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Review latency buckets: 1 min to 7 days, with the SLA defaults (30 min, 4 h).
+pub const REVIEW_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 604800.0,
+];
 /// Step and task duration buckets: 10 ms to 24 h.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -74,6 +78,18 @@ pub struct Metrics {
     pub store_size: IntGauge,
     auth_failures: IntCounterVec,
     rate_limited: IntCounterVec,
+    guardrail_decisions: IntCounterVec,
+    review_backlog: IntGaugeVec,
+    review_oldest: prometheus::GaugeVec,
+    review_by_age: IntGaugeVec,
+    review_wip: IntGaugeVec,
+    review_assignments: IntCounterVec,
+    review_time_to_assign: Histogram,
+    review_latency: HistogramVec,
+    review_decisions: IntCounterVec,
+    review_sla_breaches: IntCounterVec,
+    reviewers: RwLock<HashMap<String, ()>>,
+    max_reviewer_labels: std::sync::atomic::AtomicUsize,
     queues: RwLock<HashMap<String, QueueHandles>>,
     steps: RwLock<HashMap<String, ()>>,
 }
@@ -220,6 +236,81 @@ impl Metrics {
                 "Requests refused with 429, by route class.",
                 &["class"],
             ),
+            guardrail_decisions: counter_vec(
+                &r,
+                "forgeline_guardrail_decisions_total",
+                "Guardrail policy decisions by policy, stage, verdict and enforced action.",
+                &["policy", "stage", "verdict", "action"],
+            ),
+            review_backlog: gauge_vec(
+                &r,
+                "forgeline_review_backlog",
+                "Review tickets waiting for a decision, by state (unassigned, assigned) and queue.",
+                &["state", "queue"],
+            ),
+            review_oldest: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "forgeline_review_oldest_age_seconds",
+                        "Age of the oldest pending review ticket, by state (unassigned, assigned).",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            review_by_age: gauge_vec(
+                &r,
+                "forgeline_review_backlog_by_age",
+                "Pending review tickets by age range.",
+                &["age"],
+            ),
+            review_wip: gauge_vec(
+                &r,
+                "forgeline_review_wip",
+                "Pending review tickets claimed by or assigned to each reviewer.",
+                &["reviewer"],
+            ),
+            review_assignments: counter_vec(
+                &r,
+                "forgeline_review_assignments_total",
+                "Review claims and assignments, first or reassignment.",
+                &["kind"],
+            ),
+            review_time_to_assign: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "forgeline_review_time_to_first_assignment_seconds",
+                        "Time from a ticket opening to its first claim or assignment.",
+                    )
+                    .buckets(REVIEW_BUCKETS.to_vec()),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            review_latency: histogram_vec(
+                &r,
+                "forgeline_review_decision_latency_seconds",
+                "Time from a ticket opening to its final decision, by outcome.",
+                &["outcome"],
+                REVIEW_BUCKETS,
+            ),
+            review_decisions: counter_vec(
+                &r,
+                "forgeline_review_decisions_total",
+                "Review verdicts by reviewer and outcome (each vote of an N-of-M approval counts).",
+                &["reviewer", "outcome"],
+            ),
+            review_sla_breaches: counter_vec(
+                &r,
+                "forgeline_review_sla_breaches_total",
+                "Review tickets that passed their SLA target, by queue.",
+                &["queue"],
+            ),
+            reviewers: RwLock::new(HashMap::new()),
+            max_reviewer_labels: std::sync::atomic::AtomicUsize::new(50),
             queues: RwLock::new(HashMap::new()),
             steps: RwLock::new(HashMap::new()),
             registry: r,
@@ -243,6 +334,12 @@ impl Metrics {
         }
         for class in crate::auth::RateClass::ALL {
             m.rate_limited.with_label_values(&[class.as_str()]);
+        }
+        for kind in ["first", "reassign"] {
+            m.review_assignments.with_label_values(&[kind]);
+        }
+        for o in crate::reviews::Outcome::ALL {
+            m.review_latency.with_label_values(&[o.as_str()]);
         }
         #[cfg(target_os = "linux")]
         m.registry
@@ -319,6 +416,121 @@ impl Metrics {
     /// A request refused with 429.
     pub fn rate_limited(&self, class: crate::auth::RateClass) {
         self.rate_limited.with_label_values(&[class.as_str()]).inc();
+    }
+
+    /// Caps the `reviewer` label (`review.max_reviewer_labels`).
+    pub fn set_max_reviewer_labels(&self, n: usize) {
+        self.max_reviewer_labels
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn reviewer_label<'a>(&self, reviewer: &'a str) -> &'a str {
+        if self
+            .reviewers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(reviewer)
+        {
+            return reviewer;
+        }
+        let mut map = self.reviewers.write().unwrap_or_else(|e| e.into_inner());
+        if map.len()
+            < self
+                .max_reviewer_labels
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            map.insert(reviewer.to_string(), ());
+            reviewer
+        } else {
+            OTHER_LABEL
+        }
+    }
+
+    /// Pre-registers a policy's series (so rates exist before its first hit).
+    pub fn guardrail_policy(&self, policy: &str, stage: &str) {
+        self.guardrail_decisions
+            .with_label_values(&[policy, stage, "allow", "allowed"]);
+    }
+
+    /// One guardrail decision.
+    pub fn guardrail_decision(&self, d: &crate::guardrails::Decision) {
+        self.guardrail_decisions
+            .with_label_values(&[
+                &d.policy,
+                d.stage.as_str(),
+                d.verdict.as_str(),
+                d.action.as_str(),
+            ])
+            .inc();
+    }
+
+    /// A claim or assignment.
+    pub fn review_assignment(&self, first: bool) {
+        self.review_assignments
+            .with_label_values(&[if first { "first" } else { "reassign" }])
+            .inc();
+    }
+
+    /// A ticket's first assignment, `ms` after it opened.
+    pub fn review_first_assignment(&self, ms: u64) {
+        self.review_time_to_assign.observe(ms as f64 / 1000.0);
+    }
+
+    /// One reviewer's verdict.
+    pub fn review_vote(&self, reviewer: &str, outcome: crate::reviews::Outcome) {
+        let r = self.reviewer_label(reviewer);
+        self.review_decisions
+            .with_label_values(&[r, outcome.as_str()])
+            .inc();
+    }
+
+    /// A ticket decided `ms` after it opened.
+    pub fn review_decided(&self, outcome: crate::reviews::Outcome, ms: u64) {
+        self.review_latency
+            .with_label_values(&[outcome.as_str()])
+            .observe(ms as f64 / 1000.0);
+    }
+
+    /// A ticket past its SLA target.
+    pub fn review_sla_breach(&self, queue: &str) {
+        let q = self.queue_label(queue);
+        self.review_sla_breaches.with_label_values(&[q]).inc();
+    }
+
+    /// Clears the scrape-time review gauges (every age bucket stays, at 0).
+    pub fn review_reset_gauges(&self, age_labels: &[String]) {
+        self.review_backlog.reset();
+        self.review_oldest.reset();
+        self.review_by_age.reset();
+        self.review_wip.reset();
+        for l in age_labels {
+            self.review_by_age.with_label_values(&[l]);
+        }
+        for s in ["unassigned", "assigned"] {
+            self.review_oldest.with_label_values(&[s]);
+        }
+    }
+
+    /// One pending ticket in `state` on `queue`.
+    pub fn review_backlog(&self, state: &str, queue: &str) {
+        let q = self.queue_label(queue);
+        self.review_backlog.with_label_values(&[state, q]).inc();
+    }
+
+    /// One pending ticket in age bucket `label`.
+    pub fn review_backlog_age(&self, label: &str) {
+        self.review_by_age.with_label_values(&[label]).inc();
+    }
+
+    /// One pending ticket held by `reviewer`.
+    pub fn review_wip(&self, reviewer: &str) {
+        let r = self.reviewer_label(reviewer);
+        self.review_wip.with_label_values(&[r]).inc();
+    }
+
+    /// The oldest pending ticket in `state`.
+    pub fn review_oldest(&self, state: &str, secs: f64) {
+        self.review_oldest.with_label_values(&[state]).set(secs);
     }
 
     /// A lease expiry.

@@ -26,5 +26,6 @@ pub fn refresh_gauges(p: &Pipeline) -> Result<(), PipelineError> {
         }
     }
     m.store_size.set(p.store().size_on_disk() as i64);
+    p.refresh_review_gauges()?;
     Ok(())
 }

@@ -6,10 +6,20 @@ use serde_json::json;
 use super::normalize::{AgentEvent, AgentEventKind, StatusReport, WorkerStatus};
 use crate::clock::Millis;
 use crate::events::EventKind;
+use crate::guardrails::{enforce, Decision, Stage, Subject, Verdict};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::{keys, Record, StoreError, Txn};
 use crate::tasks::transition::{append_event, move_to};
 use crate::tasks::{LeaseId, RunRecord, StepResult, TaskId, TaskState, WorkerId};
+
+/// What `report_events` stored and what the guardrails said.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// Ids of the stored events.
+    pub event_ids: Vec<u64>,
+    /// Flags raised by tool-stage policies (blocks are errors).
+    pub guardrails: Vec<Decision>,
+}
 
 /// A worker's last known status, stored under `W id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,12 +133,31 @@ impl Pipeline {
         token: u64,
         holder: Option<&str>,
         events: Vec<AgentEvent>,
-    ) -> Result<Vec<u64>, PipelineError> {
+    ) -> Result<Reported, PipelineError> {
         let now = self.now();
         let events: Vec<AgentEvent> = events.into_iter().map(AgentEvent::redacted).collect();
-        let ids = self
+        let (ids, decisions) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
+                // The tool stage: each reported tool call, answered now so the
+                // agent can stop. A block stores none of the batch's events.
+                let mut decisions = Vec::new();
+                for e in events
+                    .iter()
+                    .filter(|e| e.kind == AgentEventKind::ToolInvoked)
+                {
+                    let text = e.to_json().to_string();
+                    decisions.extend(self.guardrails.evaluate(Subject {
+                        stage: Stage::Tool,
+                        queue: task.queue.as_str(),
+                        text: &text,
+                        tool: e.tool_name.as_deref(),
+                    }));
+                }
+                enforce::record(txn, out, &task, Some(lease.run_id), &decisions, now)?;
+                if enforce::blocking(&decisions).is_some() {
+                    return Ok((Vec::new(), decisions));
+                }
                 let run_key = keys::run(&lease.run_id.to_bytes());
                 let mut run = txn
                     .get::<RunRecord>(&run_key)?
@@ -162,9 +191,13 @@ impl Pipeline {
                     ids.push(out.last().map(|r| r.id).unwrap_or_default());
                 }
                 txn.put(run_key, &run)?;
-                Ok(ids)
+                Ok((ids, decisions))
             })
             .await?;
+        self.count_decisions(&decisions);
+        if let Some(b) = enforce::blocking(&decisions) {
+            return Err(enforce::blocked(b));
+        }
         for e in &events {
             if e.kind == AgentEventKind::VerificationFinished {
                 if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms)
@@ -173,7 +206,13 @@ impl Pipeline {
                 }
             }
         }
-        Ok(ids)
+        Ok(Reported {
+            event_ids: ids,
+            guardrails: decisions
+                .into_iter()
+                .filter(|d| d.verdict != Verdict::Allow)
+                .collect(),
+        })
     }
 }
 

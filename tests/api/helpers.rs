@@ -251,6 +251,7 @@ impl TestApp {
         let now = self.clock.now_ms();
         self.pipeline.reap_expired(now).await.unwrap();
         self.pipeline.promote_due(now).await.unwrap();
+        self.pipeline.review_clock(now).await.unwrap();
     }
 
     /// Reads an SSE response to its end (use max_events/idle_timeout).

@@ -9,6 +9,7 @@ mod fixtures;
 mod helpers;
 mod process;
 mod redaction;
+mod reviews;
 mod security;
 mod soak;
 mod streams;

@@ -235,9 +235,57 @@ async fn request_for(
                 t["id"].as_str().unwrap()
             )))
         }
+        ("GET", "/api/v1/reviews/{id}") => {
+            let t = review_ticket(app, &q).await;
+            caller.get(url(format!(
+                "/api/v1/reviews/{}",
+                t["id"].as_str().unwrap()
+            )))
+        }
+        ("POST", p) if p.starts_with("/api/v1/reviews/") => {
+            let t = review_ticket(app, &q).await;
+            let id = t["id"].as_str().unwrap().to_string();
+            let action = p.rsplit('/').next().unwrap();
+            let body = match action {
+                "release" => {
+                    // A reviewer releases its own claim; others try the admin's.
+                    let holder = if matches!(role, Some(Role::Reviewer | Role::ReviewAdmin)) {
+                        caller
+                    } else {
+                        admin
+                    };
+                    holder
+                        .post(url(format!("/api/v1/reviews/{id}/claim")))
+                        .send()
+                        .await
+                        .unwrap();
+                    json!({})
+                }
+                "assign" => json!({"reviewer": "someone"}),
+                "decision" => {
+                    json!({"outcome": "approved", "dossier_hash": t["dossier"]["dossier_hash"]})
+                }
+                _ => json!({}),
+            };
+            caller
+                .post(url(format!("/api/v1/reviews/{id}/{action}")))
+                .json(&body)
+        }
         ("GET", _) => caller.get(url(path.into())),
         other => panic!("no request for {other:?}: add one to the matrix test"),
     }
+}
+
+/// A pending review ticket (a review-required task, leased and completed),
+/// as `GET /api/v1/reviews/{id}` shows it.
+async fn review_ticket(app: &TestApp, q: &str) -> Value {
+    app.submit(json!({"queue": q, "review": {"required": true}}))
+        .await;
+    let l = app.lease(q, "w", 1).await.remove(0);
+    app.lease_call(&l, "complete", json!({})).await;
+    let task = app.task(l["task"]["id"].as_str().unwrap()).await;
+    let id = task["reviews"][0]["id"].as_str().unwrap().to_string();
+    app.get(&format!("/api/v1/reviews/{id}")).await.body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,16 @@
+//! The review gate: tickets for results that need a human, claims and
+//! assignments, N-of-M decisions bound to the dossier the reviewer saw, an SLA
+//! clock that acts by itself, and reviewer metrics in REST and Prometheus.
+
+mod clock;
+mod metrics;
+mod model;
+pub mod routes;
+mod service;
+
+pub use clock::ClockReport;
+pub use metrics::{bucket_labels, bucket_of, percentile, short};
+pub use model::{Assignment, Outcome, Ticket, TicketId, TicketState, Vote};
+pub use service::{
+    decisions_of, dossier_hash, flagged_by, task_brief, ticket_json, MAX_COMMENT_LEN, SYSTEM,
+};
