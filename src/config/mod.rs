@@ -620,6 +620,8 @@ mod tests {
                 assert!(c.steps.contains_key(step), "{step}");
             }
             assert_eq!(c.steps["npm-ci"].workdir.as_deref(), Some(Path::new("web")));
+            assert_eq!(c.guardrails.len(), 4);
+            assert_eq!(c.review.sla_for("ci", 9), Duration::from_secs(1800));
             Ok(())
         });
     }

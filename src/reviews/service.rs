@@ -178,41 +178,40 @@ impl Pipeline {
     pub async fn claim(&self, id: TicketId, reviewer: &str) -> Result<Ticket, PipelineError> {
         let now = self.now();
         let ttl = self.config().review.claim_ttl.as_millis() as u64;
-        self
-            .commit(|txn, out| {
-                let mut t = load_ticket(txn, id)?;
-                if !t.state.pending() {
+        self.commit(|txn, out| {
+            let mut t = load_ticket(txn, id)?;
+            if !t.state.pending() {
+                return Err(conflict(
+                    "ticket_closed",
+                    format!("review {id} is {}", t.state.as_str()),
+                ));
+            }
+            if let Some(h) = t.state.holder() {
+                if h != reviewer {
                     return Err(conflict(
-                        "ticket_closed",
-                        format!("review {id} is {}", t.state.as_str()),
+                        "ticket_held",
+                        format!("review {id} is {} by {h}", t.state.as_str()),
                     ));
                 }
-                if let Some(h) = t.state.holder() {
-                    if h != reviewer {
-                        return Err(conflict(
-                            "ticket_held",
-                            format!("review {id} is {} by {h}", t.state.as_str()),
-                        ));
-                    }
-                }
-                if t.votes.iter().any(|v| v.by == reviewer) {
-                    return Err(conflict(
-                        "already_decided",
-                        format!("{reviewer} has already decided review {id}"),
-                    ));
-                }
-                let renew = matches!(&t.state, TicketState::Claimed { by, .. } if by == reviewer);
-                t.state = TicketState::Claimed {
-                    by: reviewer.to_string(),
-                    until: now + ttl,
-                };
-                if !renew {
-                    self.record_assignment(txn, out, &mut t, reviewer, reviewer, "claim", now)?;
-                }
-                save(txn, &t)?;
-                Ok(t)
-            })
-            .await
+            }
+            if t.votes.iter().any(|v| v.by == reviewer) {
+                return Err(conflict(
+                    "already_decided",
+                    format!("{reviewer} has already decided review {id}"),
+                ));
+            }
+            let renew = matches!(&t.state, TicketState::Claimed { by, .. } if by == reviewer);
+            t.state = TicketState::Claimed {
+                by: reviewer.to_string(),
+                until: now + ttl,
+            };
+            if !renew {
+                self.record_assignment(txn, out, &mut t, reviewer, reviewer, "claim", now)?;
+            }
+            save(txn, &t)?;
+            Ok(t)
+        })
+        .await
     }
 
     /// Adds an assignment to `t`, emits `review_assigned`, counts it.
