@@ -22,6 +22,19 @@ require() {
 }
 require cargo "install Rust with rustup"
 require git "apt-get install git"
+require python3 "apt-get install python3 (3.11+, for scripts/bench-gate)"
+
+# promtool (Debian package `prometheus`) lints the live /metrics exposition in
+# the test suite. Under CI it is installed here; a missing tool is a failure,
+# never a skip.
+if ! command -v promtool >/dev/null 2>&1 && [ "${CI:-}" = "true" ]; then
+  step "installing promtool (apt-get install prometheus)"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+require promtool "apt-get install prometheus"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,5 +47,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 step "cargo test (release build, shared with the benches)"
 cargo test --release --all-targets
+
+step "benchmark budgets (criterion, short runs; benches/budgets.toml)"
+./scripts/bench-gate
 
 printf '\nall checks passed in %ss\n' "$(( $(date +%s) - started ))"

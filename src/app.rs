@@ -35,6 +35,9 @@ pub enum AppError {
     /// The JWT keys could not be loaded or created.
     #[error("authentication keys: {0}")]
     Keys(#[from] KeyError),
+    /// An `OTEL_*` variable is invalid.
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TraceError),
     /// The workspace root could not be created.
     #[error("cannot create the workspace root {path}: {source}")]
     Workspace {
@@ -80,13 +83,10 @@ impl App {
                 .map_err(|source| AppError::Workspace { path: root, source })?;
         }
         let stop = CancellationToken::new();
-        let pipeline = Arc::new(Pipeline::new(
-            store,
-            clock,
-            config.clone(),
-            Metrics::new(),
-            stop.clone(),
-        ));
+        let pipeline = Arc::new(
+            Pipeline::new(store, clock, config.clone(), Metrics::new(), stop.clone())
+                .with_traces(crate::telemetry::Traces::from_env()?),
+        );
         let requeued = pipeline.reconcile(pipeline.now()).await?;
         tracing::info!(
             requeued,
@@ -155,7 +155,12 @@ impl App {
         let timers = tokio::spawn(p.clone().run_timers());
         let pruner = tokio::spawn(p.clone().run_audit_pruning());
         let executor_handles = if cfg.executor.enabled {
-            let ex = Executor::new(p.clone(), self.stop.clone(), self.kill.clone());
+            let ex = Executor::new(
+                p.clone(),
+                self.stop.clone(),
+                self.kill.clone(),
+                self.health.executor_busy.clone(),
+            );
             let hs = ex.spawn();
             self.health
                 .executor_workers
@@ -197,6 +202,9 @@ impl App {
         if let Err(e) = p.store().close() {
             tracing::error!(error = %e, "final store flush failed");
         }
+        let exporter = p.clone();
+        // The exporter's flush blocks (HTTP or gRPC round trips).
+        let _ = tokio::task::spawn_blocking(move || exporter.traces().shutdown()).await;
         tracing::info!("shutdown complete");
     }
 }

@@ -155,6 +155,21 @@ pub struct Pipeline {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) guardrails: crate::guardrails::Guardrails,
+    pub(crate) traces: crate::telemetry::Traces,
+}
+
+thread_local! {
+    /// Runs ended by the write running on this thread (see [`note_run_ended`]).
+    static ENDED_RUNS: std::cell::RefCell<Vec<crate::tasks::RunRecord>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that the write in progress ended `run`; the commit hands the runs
+/// to the tracer once the write has applied. Writes are synchronous closures,
+/// so the thread-local is filled and drained on one thread, with no await
+/// between.
+pub(crate) fn note_run_ended(run: &crate::tasks::RunRecord) {
+    ENDED_RUNS.with(|r| r.borrow_mut().push(run.clone()));
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -190,7 +205,19 @@ impl Pipeline {
             metrics,
             shutdown,
             guardrails,
+            traces: crate::telemetry::Traces::disabled(),
         }
+    }
+
+    /// Exports task spans through `traces`.
+    pub fn with_traces(mut self, traces: crate::telemetry::Traces) -> Pipeline {
+        self.traces = traces;
+        self
+    }
+
+    /// The trace exporter (or its absence).
+    pub fn traces(&self) -> &crate::telemetry::Traces {
+        &self.traces
     }
 
     /// The store.
@@ -226,8 +253,19 @@ impl Pipeline {
         f: impl FnOnce(&mut Txn<'_>, &mut Vec<EventRecord>) -> Result<T, PipelineError>,
     ) -> Result<T, PipelineError> {
         let mut events = Vec::new();
-        let (out, commit) = self.store.write(|txn| f(txn, &mut events))?;
+        ENDED_RUNS.with(|r| r.borrow_mut().clear());
+        let written = self.store.write(|txn| f(txn, &mut events));
+        let ended = ENDED_RUNS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+        let (out, commit) = written?;
         self.after_write(&events);
+        if self.traces.enabled() {
+            self.traces.observe(&events, &ended, |id| {
+                self.store
+                    .get::<crate::tasks::TaskRecord>(&crate::store::keys::task(&id.to_bytes()))
+                    .ok()
+                    .flatten()
+            });
+        }
         let deferred = DEFERRED
             .try_with(|d| d.set(Some(d.get().map_or(commit, |c| c.max(commit)))))
             .is_ok();

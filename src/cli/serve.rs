@@ -49,10 +49,13 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = crate::telemetry::logging::init(&config.log) {
-        eprintln!("forgeline: {e}");
-        return 2;
-    }
+    let _log_guard = match crate::telemetry::logging::init(&config.log) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("forgeline: {e}");
+            return 2;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -239,6 +239,8 @@ pub struct ExecutorConfig {
     /// Timeout for inline commands (recipes carry their own).
     #[serde(with = "humantime_serde")]
     pub inline_timeout: Duration,
+    /// `/health/ready` fails once this share of the pool is busy (0 < x ≤ 1).
+    pub ready_max_utilization: f64,
 }
 
 impl Default for ExecutorConfig {
@@ -251,6 +253,7 @@ impl Default for ExecutorConfig {
             allow_inline_commands: false,
             output_tail_bytes: 16 * 1024,
             inline_timeout: Duration::from_secs(600),
+            ready_max_utilization: 0.9,
         }
     }
 }
@@ -319,6 +322,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive; `RUST_LOG` overrides it.
     pub level: String,
+    /// Directory for rotating log files; empty means stderr.
+    pub dir: PathBuf,
+    /// When files rotate: `daily`, `hourly` or `never`.
+    pub rotation: LogRotation,
+    /// Rotated files kept (the oldest are deleted); 0 keeps all.
+    pub max_files: usize,
+    /// File name prefix (`<prefix>.<date>.log`).
+    pub file_prefix: String,
 }
 
 impl Default for LogConfig {
@@ -326,8 +337,24 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Auto,
             level: "info".to_string(),
+            dir: PathBuf::new(),
+            rotation: LogRotation::Daily,
+            max_files: 7,
+            file_prefix: "forgeline".to_string(),
         }
     }
+}
+
+/// How often log files rotate.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogRotation {
+    /// A new file each day (UTC).
+    Daily,
+    /// A new file each hour.
+    Hourly,
+    /// One file.
+    Never,
 }
 
 /// Log line format.
@@ -491,6 +518,12 @@ impl Config {
         }
         if q.retry_base > q.retry_cap {
             return bad("queue.retry_base may not exceed queue.retry_cap".into());
+        }
+        let u = self.executor.ready_max_utilization;
+        if !(u > 0.0 && u <= 1.0) {
+            return bad(format!(
+                "executor.ready_max_utilization must be in (0, 1], got {u}"
+            ));
         }
         if self.executor.enabled && self.executor.pool_size == 0 {
             return bad("executor.pool_size must be above 0 when the executor is enabled".into());

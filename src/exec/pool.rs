@@ -48,6 +48,7 @@ impl Executor {
         pipeline: Arc<Pipeline>,
         stop: CancellationToken,
         kill: CancellationToken,
+        busy: Arc<AtomicUsize>,
     ) -> Executor {
         let queues = pipeline
             .config()
@@ -61,13 +62,21 @@ impl Executor {
             queues,
             stop,
             kill,
-            busy: Arc::new(AtomicUsize::new(0)),
+            busy,
         }
     }
 
     /// Workers currently running a task.
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    fn set_busy(&self, busy: usize) {
+        let size = self.pipeline.config().executor.pool_size.max(1);
+        self.pipeline
+            .metrics()
+            .pool_utilization
+            .set(busy as f64 / size as f64);
     }
 
     /// Starts `pool_size` workers; the handles end after shutdown.
@@ -100,9 +109,9 @@ impl Executor {
             match grants {
                 Ok(grants) => {
                     for g in grants {
-                        self.busy.fetch_add(1, Ordering::Relaxed);
+                        self.set_busy(self.busy.fetch_add(1, Ordering::Relaxed) + 1);
                         self.run_task(g).await;
-                        self.busy.fetch_sub(1, Ordering::Relaxed);
+                        self.set_busy(self.busy.fetch_sub(1, Ordering::Relaxed) - 1);
                     }
                 }
                 Err(e) => {

@@ -27,6 +27,8 @@ pub struct RequestContext {
     pub started: Instant,
     /// The peer.
     pub remote: Option<SocketAddr>,
+    /// The request's server span (a child of the caller's `traceparent`).
+    pub trace: crate::telemetry::SpanCtx,
 }
 
 /// What the layers under the middleware learned about the request.
@@ -99,6 +101,7 @@ pub fn context(
             request_id: request_id_from(None),
             started: Instant::now(),
             remote: None,
+            trace: crate::telemetry::Traces::disabled().start_server(None).ctx,
         })
     })
 }

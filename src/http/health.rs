@@ -1,5 +1,6 @@
 //! Health probes: live (the process answers), startup (store open and
-//! reconciled), ready (store writable, executor alive, not draining).
+//! reconciled), ready (store writable, executor alive, pool utilisation
+//! below `executor.ready_max_utilization`, not draining).
 //! No authentication and no rate limits apply to them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,6 +29,19 @@ pub struct Health {
     pub executor_workers: AtomicUsize,
     /// Whether the executor is expected to run.
     pub executor_enabled: AtomicBool,
+    /// Executor workers running a task right now (shared with the pool).
+    pub executor_busy: Arc<AtomicUsize>,
+}
+
+impl Health {
+    /// Busy executor workers over live ones (0 when none run).
+    pub fn pool_utilization(&self) -> f64 {
+        let workers = self.executor_workers.load(Ordering::Acquire);
+        if workers == 0 {
+            return 0.0;
+        }
+        self.executor_busy.load(Ordering::Relaxed) as f64 / workers as f64
+    }
 }
 
 fn check(ok: bool) -> &'static str {
@@ -86,7 +100,10 @@ pub fn routes(
                 );
                 let exec_enabled = h.executor_enabled.load(Ordering::Acquire);
                 let exec_ok = !exec_enabled || h.executor_workers.load(Ordering::Acquire) > 0;
-                let ok = started && !draining && store_ok && exec_ok;
+                let utilization = h.pool_utilization();
+                let max_utilization = p.config().executor.ready_max_utilization;
+                let pool_ok = !exec_enabled || utilization < max_utilization;
+                let ok = started && !draining && store_ok && exec_ok && pool_ok;
                 let body = json!({
                     "status": check(ok),
                     "durability": p.store().durability().as_str(),
@@ -95,6 +112,13 @@ pub fn routes(
                         "not_draining": check(!draining),
                         "store_writable": check(store_ok),
                         "executor": if exec_enabled { check(exec_ok) } else { "disabled" },
+                        "pool_utilization": if exec_enabled { check(pool_ok) } else { "disabled" },
+                    },
+                    "pool": {
+                        "utilization": utilization,
+                        "max_utilization": max_utilization,
+                        "busy": h.executor_busy.load(Ordering::Relaxed),
+                        "workers": h.executor_workers.load(Ordering::Acquire),
                     },
                 });
                 respond(

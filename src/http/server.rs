@@ -1,6 +1,6 @@
 //! The HTTP server: hyper connections around the warp filter tree, with one
-//! middleware for every request (request id, timing headers, metrics, log
-//! line), and a graceful shutdown bounded by a drain timeout.
+//! middleware for every request (request id, server span, timing headers,
+//! metrics, log line), and a graceful shutdown bounded by a drain timeout.
 //!
 //! We run the accept loop ourselves (rather than `warp::serve`) to put the
 //! middleware around warp's own rejections too, and to bound the drain.
@@ -37,6 +37,17 @@ pub struct Middleware<S> {
     remote: Option<SocketAddr>,
 }
 
+impl<S> Middleware<S> {
+    /// Wraps `inner` (a connection from `remote`).
+    pub fn new(inner: S, pipeline: Arc<Pipeline>, remote: Option<SocketAddr>) -> Middleware<S> {
+        Middleware {
+            inner,
+            pipeline,
+            remote,
+        }
+    }
+}
+
 impl<S, B> Service<Request<B>> for Middleware<S>
 where
     S: Service<Request<B>, Response = Response, Error = std::convert::Infallible>
@@ -62,6 +73,21 @@ where
                 .and_then(|v| v.to_str().ok()),
         );
         let uri = req.uri().to_string();
+
+        let span = self.pipeline.traces().start_server(
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+        );
+        // What the span's attributes need, only when spans are exported.
+        let span_facts = self.pipeline.traces().enabled().then(|| {
+            let ua = req
+                .headers()
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (req.uri().path().to_string(), ua)
+        });
         let method = req.method().as_str();
         let method: &'static str = METHODS
             .iter()
@@ -72,8 +98,17 @@ where
             request_id: request_id.clone(),
             started,
             remote: self.remote,
+            trace: span.ctx,
         });
-        let fut = self.inner.call(req);
+        let trace_id = span.ctx.trace_id.to_string();
+        let log_span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            trace_id = %trace_id,
+            task_id = tracing::field::Empty,
+        );
+        let fut = tracing::Instrument::instrument(self.inner.call(req), log_span);
+        let remote = self.remote;
         let p = self.pipeline.clone();
         Box::pin(async move {
             // Writes made while handling are only applied; the audit record
@@ -111,26 +146,35 @@ where
                 }
             }
             finish(&mut resp, &request_id, notes.rate, started);
+            if let Some((url_path, user_agent)) = &span_facts {
+                p.traces().end_server(
+                    &span,
+                    crate::telemetry::traces::RequestFacts {
+                        method,
+                        route: route.map(|r| r.path),
+                        path: url_path,
+                        status,
+                        client: remote,
+                        request_id: &request_id,
+                        user_agent: user_agent.as_deref(),
+                    },
+                );
+            }
             let elapsed = started.elapsed();
             // Scrapes are not counted, so that an idle server's metrics stay idle.
             if path != "/metrics" {
-                let status_label = status_label(status);
-                let m = p.metrics();
-                m.http_requests
-                    .with_label_values(&[path, method, status_label])
-                    .inc();
-                m.http_duration
-                    .with_label_values(&[path, method])
-                    .observe(elapsed.as_secs_f64());
+                p.metrics()
+                    .observe_http(path, method, status_label(status), elapsed.as_secs_f64());
             }
             let duration_ms = elapsed.as_secs_f64() * 1000.0;
             let principal = notes.principal.as_deref().unwrap_or("-");
             if path.starts_with("/health") || path == "/metrics" {
                 tracing::debug!(
-                    request_id,
+                    request_id = request_id.as_str(),
+                    trace_id = trace_id.as_str(),
                     method,
                     route = path,
-                    %uri,
+                    uri = uri.as_str(),
                     status,
                     duration_ms,
                     principal,
@@ -138,10 +182,11 @@ where
                 );
             } else {
                 tracing::info!(
-                    request_id,
+                    request_id = request_id.as_str(),
+                    trace_id = trace_id.as_str(),
                     method,
                     route = path,
-                    %uri,
+                    uri = uri.as_str(),
                     status,
                     duration_ms,
                     principal,

@@ -106,6 +106,13 @@ fn lease_length(p: &Pipeline, ms: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
+/// The run's span context, handed to the worker so its own spans join the
+/// task's trace under the run.
+pub fn run_traceparent(g: &Grant) -> Option<String> {
+    let task = crate::telemetry::SpanCtx::parse(g.task.traceparent.as_deref()?)?;
+    Some(crate::telemetry::traces::run_span(&task, &g.run.id).traceparent())
+}
+
 /// The JSON a worker gets for one lease. `review_feedback` carries the
 /// comment of a `changes_requested` review, for the run that answers it.
 pub fn grant_json(p: &Pipeline, g: &Grant) -> Value {
@@ -118,7 +125,7 @@ pub fn grant_json(p: &Pipeline, g: &Grant) -> Value {
         "run_id": g.run.id.to_string(),
         "attempt": g.run.attempt,
         "steps": g.task.steps.iter().map(step_spec_json).collect::<Vec<_>>(),
-        "traceparent": g.task.traceparent,
+        "traceparent": run_traceparent(g),
         "task": task_json(&g.task),
     })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -94,35 +94,6 @@ pub fn task_id(id: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))
 }
 
-/// A valid W3C traceparent from the request, or a new root context.
-fn traceparent(headers: &HeaderMap) -> String {
-    let given = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    if let Some(tp) = given {
-        let parts: Vec<&str> = tp.split('-').collect();
-        let hex = |s: &str, n: usize| {
-            s.len() == n
-                && s.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        };
-        if parts.len() == 4
-            && hex(parts[0], 2)
-            && parts[0] != "ff"
-            && hex(parts[1], 32)
-            && parts[1] != "0".repeat(32)
-            && hex(parts[2], 16)
-            && parts[2] != "0".repeat(16)
-            && hex(parts[3], 2)
-        {
-            return tp.to_string();
-        }
-    }
-    format!(
-        "00-{:032x}-{:016x}-01",
-        rand::random::<u128>() | 1,
-        rand::random::<u64>() | 1
-    )
-}
-
 async fn prepare(c: &mut Call) -> Result<Submission, ApiError> {
     let body = c.body().await?;
     let idempotency = match c.headers.get("idempotency-key") {
@@ -149,7 +120,7 @@ async fn prepare(c: &mut Call) -> Result<Submission, ApiError> {
     Ok(Submission {
         principal: c.who.principal.clone(),
         idempotency,
-        traceparent: Some(traceparent(&c.headers)),
+        traceparent: Some(c.ctx.trace.traceparent()),
         task,
     })
 }

@@ -358,7 +358,31 @@ impl Pipeline {
         .await
     }
 
-    /// Task counts by (state, queue), from the stored counters.
+    /// The `eligible_at` (ms) of the oldest ready task in each queue that has
+    /// one: the first key of each priority band of the ready index.
+    pub fn oldest_ready(&self) -> Result<Vec<(String, u64)>, PipelineError> {
+        let mut out = Vec::new();
+        for ((state, queue), n) in self.task_counts()? {
+            if state != StateKind::Queued || n == 0 {
+                continue;
+            }
+            let mut oldest: Option<u64> = None;
+            for priority in 0..=9u8 {
+                let band = keys::ready_band_prefix(&queue, priority);
+                if let Some(k) = self.store.first_key(&band)? {
+                    if let Some((at, _)) = keys::parse_ready_tail(&k) {
+                        oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                    }
+                }
+            }
+            if let Some(at) = oldest {
+                out.push((queue, at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Task counts by (state, queue), kept as counters in the store.
     pub fn task_counts(&self) -> Result<BTreeMap<(StateKind, String), u64>, PipelineError> {
         let mut out = BTreeMap::new();
         for (k, v) in self.store.scan_raw(&[keys::COUNT])? {
@@ -422,5 +446,6 @@ pub(crate) fn finish_run(
     run.outcome = Some(outcome);
     run.error = error;
     txn.put(key, &run)?;
+    crate::pipeline::note_run_ended(&run);
     Ok(Some(run))
 }

@@ -42,9 +42,14 @@ pub const DURATION_BUCKETS: &[f64] = &[
     3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
 ];
 
+/// Addresses of the static route, method and status strings.
+type HttpKey = (usize, usize, usize);
+
 /// Per-queue handles, resolved once per queue.
 #[derive(Clone)]
 struct QueueHandles {
+    /// Past the label cap: exported as `_other`.
+    overflow: bool,
     submitted: IntCounter,
     wait: Histogram,
     expired: IntCounter,
@@ -76,6 +81,10 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// `forgeline_store_size_bytes` (set at scrape time)
     pub store_size: IntGauge,
+    /// `forgeline_queue_oldest_age_seconds{queue}` (set at scrape time)
+    pub queue_oldest_age: prometheus::GaugeVec,
+    /// `forgeline_worker_pool_utilization_ratio` (set by the executor)
+    pub pool_utilization: prometheus::Gauge,
     auth_failures: IntCounterVec,
     rate_limited: IntCounterVec,
     guardrail_decisions: IntCounterVec,
@@ -91,7 +100,11 @@ pub struct Metrics {
     reviewers: RwLock<HashMap<String, ()>>,
     max_reviewer_labels: std::sync::atomic::AtomicUsize,
     queues: RwLock<HashMap<String, QueueHandles>>,
-    steps: RwLock<HashMap<String, ()>>,
+    /// (route, method, status) → children, keyed by the static strings'
+    /// addresses: a lookup hashes three words, never the label text.
+    http_children: RwLock<HashMap<HttpKey, (IntCounter, Histogram)>>,
+    /// Step label → its outcome children (outcomes are a small fixed set).
+    steps: RwLock<HashMap<String, Vec<(String, Histogram)>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -224,6 +237,27 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            queue_oldest_age: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "forgeline_queue_oldest_age_seconds",
+                        "Age of the oldest eligible task waiting in each queue.",
+                    ),
+                    &["queue"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            pool_utilization: {
+                let g = prometheus::Gauge::new(
+                    "forgeline_worker_pool_utilization_ratio",
+                    "Share of the built-in executor's workers running a task (0 to 1).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             auth_failures: counter_vec(
                 &r,
                 "forgeline_auth_failures_total",
@@ -312,6 +346,7 @@ impl Metrics {
             reviewers: RwLock::new(HashMap::new()),
             max_reviewer_labels: std::sync::atomic::AtomicUsize::new(50),
             queues: RwLock::new(HashMap::new()),
+            http_children: RwLock::new(HashMap::new()),
             steps: RwLock::new(HashMap::new()),
             registry: r,
         };
@@ -350,40 +385,79 @@ impl Metrics {
         Arc::new(m)
     }
 
-    fn queue(&self, queue: &str) -> QueueHandles {
+    /// Runs `f` on the queue's cached handles (created on first use).
+    fn queue<R>(&self, queue: &str, f: impl FnOnce(&QueueHandles) -> R) -> R {
         if let Some(h) = self
             .queues
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(queue)
         {
-            return h.clone();
+            return f(h);
         }
         let mut map = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        // Past the cap, queues share the one `_other` entry (the map stays
+        // bounded; their lookups take this slower path).
         let label = if map.len() >= MAX_QUEUE_LABELS && !map.contains_key(queue) {
             OTHER_LABEL
         } else {
             queue
         };
-        let h = QueueHandles {
-            submitted: self.submitted.with_label_values(&[label]),
-            wait: self.queue_wait.with_label_values(&[label]),
-            expired: self.leases_expired.with_label_values(&[label]),
-            stale: self.stale_acks.with_label_values(&[label]),
-            retries: self.retries.with_label_values(&[label]),
-            dead: self.dead_letter.with_label_values(&[label]),
-        };
-        map.insert(queue.to_string(), h.clone());
-        h
+        let h = map
+            .entry(label.to_string())
+            .or_insert_with(|| QueueHandles {
+                overflow: label == OTHER_LABEL,
+                submitted: self.submitted.with_label_values(&[label]),
+                wait: self.queue_wait.with_label_values(&[label]),
+                expired: self.leases_expired.with_label_values(&[label]),
+                stale: self.stale_acks.with_label_values(&[label]),
+                retries: self.retries.with_label_values(&[label]),
+                dead: self.dead_letter.with_label_values(&[label]),
+            });
+        f(h)
+    }
+
+    /// One HTTP request: counted and timed under its route template.
+    pub fn observe_http(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: &'static str,
+        secs: f64,
+    ) {
+        let key = (
+            route.as_ptr() as usize,
+            method.as_ptr() as usize,
+            status.as_ptr() as usize,
+        );
+        if let Some((c, h)) = self
+            .http_children
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            c.inc();
+            h.observe(secs);
+            return;
+        }
+        let c = self
+            .http_requests
+            .with_label_values(&[route, method, status]);
+        let h = self.http_duration.with_label_values(&[route, method]);
+        c.inc();
+        h.observe(secs);
+        self.http_children
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (c, h));
     }
 
     /// The label value a queue is exported under.
     pub fn queue_label<'a>(&self, queue: &'a str) -> &'a str {
-        let map = self.queues.read().unwrap_or_else(|e| e.into_inner());
-        if map.contains_key(queue) || map.len() < MAX_QUEUE_LABELS {
-            queue
-        } else {
+        if self.queue(queue, |h| h.overflow) {
             OTHER_LABEL
+        } else {
+            queue
         }
     }
 
@@ -391,10 +465,10 @@ impl Metrics {
     pub fn observe_events(&self, events: &[EventRecord]) {
         for e in events {
             match e.kind {
-                EventKind::TaskSubmitted => self.queue(e.queue.as_str()).submitted.inc(),
-                EventKind::TaskDeadLettered => self.queue(e.queue.as_str()).dead.inc(),
+                EventKind::TaskSubmitted => self.queue(e.queue.as_str(), |h| h.submitted.inc()),
+                EventKind::TaskDeadLettered => self.queue(e.queue.as_str(), |h| h.dead.inc()),
                 EventKind::TaskScheduled if e.data.contains("\"reason\":\"retry\"") => {
-                    self.queue(e.queue.as_str()).retries.inc()
+                    self.queue(e.queue.as_str(), |h| h.retries.inc())
                 }
                 _ => {}
             }
@@ -403,7 +477,7 @@ impl Metrics {
 
     /// One queue-wait observation.
     pub fn observe_queue_wait(&self, queue: &str, wait_ms: u64) {
-        self.queue(queue).wait.observe(wait_ms as f64 / 1000.0);
+        self.queue(queue, |h| h.wait.observe(wait_ms as f64 / 1000.0));
     }
 
     /// A request refused with 401.
@@ -535,37 +609,43 @@ impl Metrics {
 
     /// A lease expiry.
     pub fn lease_expired(&self, queue: &str) {
-        self.queue(queue).expired.inc();
+        self.queue(queue, |h| h.expired.inc());
     }
 
     /// A refused stale worker call.
     pub fn stale_ack(&self, queue: &str) {
-        self.queue(queue).stale.inc();
+        self.queue(queue, |h| h.stale.inc());
     }
 
     /// One finished verification step.
     pub fn observe_verification(&self, step: &str, outcome: &str, duration_ms: u64) {
-        let label = {
-            let known = self
-                .steps
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(step);
-            if known {
-                step
-            } else {
-                let mut map = self.steps.write().unwrap_or_else(|e| e.into_inner());
-                if map.len() < MAX_STEP_LABELS {
-                    map.insert(step.to_string(), ());
-                    step
-                } else {
-                    OTHER_LABEL
-                }
+        let secs = duration_ms as f64 / 1000.0;
+        {
+            let map = self.steps.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = map
+                .get(step)
+                .and_then(|outcomes| outcomes.iter().find(|(o, _)| o == outcome))
+            {
+                h.1.observe(secs);
+                return;
+            }
+        }
+        let mut map = self.steps.write().unwrap_or_else(|e| e.into_inner());
+        let label = if map.len() >= MAX_STEP_LABELS && !map.contains_key(step) {
+            OTHER_LABEL
+        } else {
+            step
+        };
+        let outcomes = map.entry(label.to_string()).or_default();
+        let h = match outcomes.iter().find(|(o, _)| o == outcome) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = self.verification.with_label_values(&[label, outcome]);
+                outcomes.push((outcome.to_string(), h.clone()));
+                h
             }
         };
-        self.verification
-            .with_label_values(&[label, outcome])
-            .observe(duration_ms as f64 / 1000.0);
+        h.observe(secs);
     }
 
     /// A task reached a terminal state (`outcome`: completed, failed, dead, cancelled).

@@ -146,3 +146,82 @@ async fn a_restart_requeues_tasks_whose_lease_expired_while_the_server_was_down(
     assert_eq!(task["runs"][0]["outcome"], "lease_expired");
     assert!(server.terminate().success(), "SIGTERM exits 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_accepted_requests_and_exits_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let pid = server.child.id() as libc::pid_t;
+    let client = server.client();
+    let url = server.url("/api/v1/tasks");
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let mut clients = Vec::new();
+    for c in 0..16 {
+        let (client, url, signalled) = (client.clone(), url.clone(), signalled.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut acked, mut refused_after) = (Vec::new(), 0u32);
+            for i in 0..10_000 {
+                match client
+                    .post(&url)
+                    .json(&json!({"queue": "load", "labels": {"c": c.to_string(), "i": i.to_string()}}))
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status();
+                        assert_eq!(status, reqwest::StatusCode::CREATED, "an answered request failed");
+                        let body: Value = r.json().await.expect("a complete body");
+                        acked.push(body["id"].as_str().unwrap().to_string());
+                    }
+                    Err(e) => {
+                        // Unanswered requests only once shutdown began (the
+                        // listener closed, or an idle keep-alive connection was
+                        // closed as the client reused it: HTTP/1's close race).
+                        assert!(
+                            signalled.get().is_some(),
+                            "a request failed before SIGTERM: {e:?}"
+                        );
+                        refused_after += 1;
+                        if refused_after > 3 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = signalled.set(std::time::Instant::now());
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let started = std::time::Instant::now();
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.unwrap());
+    }
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit code 0: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "exited within the shutdown timeout"
+    );
+    assert!(acked.len() > 10, "the load ran: {}", acked.len());
+    // Every acknowledged task is there after a restart.
+    let server = ServerProcess::start(dir.path(), &[]);
+    let client = server.client();
+    for id in &acked {
+        let r = client
+            .get(server.url(&format!("/api/v1/tasks/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "task {id} lost");
+    }
+    assert!(server.terminate().success());
+}
