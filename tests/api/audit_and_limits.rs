@@ -68,14 +68,7 @@ async fn concurrent_clients_of_one_principal_get_rate_times_time_plus_burst() {
         (got - expected).abs() <= 0.1 * expected,
         "accepted {got}, expected {expected:.1} ± 10 %"
     );
-    let metrics = client_with(None)
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let refused_metric = metrics
         .lines()
         .find(|l| l.starts_with("forgeline_rate_limited_total{class=\"read\"}"))

@@ -169,6 +169,18 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `/metrics` exposition, scraped without credentials.
+    pub async fn metrics(&self) -> String {
+        client_with(None)
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         to_resp(self.client.get(self.url(path)).send().await.expect("GET")).await
     }
@@ -317,4 +329,23 @@ pub fn parse_sse(text: &str) -> Vec<Sse> {
 /// The `type`s of a list of events.
 pub fn kinds(events: &[Sse]) -> Vec<String> {
     events.iter().map(|e| e.event.clone()).collect()
+}
+
+/// A guardrail policy with no queue filter, limit, pattern or tool list.
+pub fn policy(
+    id: &str,
+    kind: forgeline::guardrails::CheckKind,
+    stages: &[forgeline::guardrails::Stage],
+    verdict: forgeline::guardrails::Verdict,
+) -> forgeline::guardrails::PolicyConfig {
+    forgeline::guardrails::PolicyConfig {
+        id: id.into(),
+        kind,
+        stages: stages.to_vec(),
+        verdict,
+        queues: vec![],
+        max_bytes: None,
+        pattern: None,
+        tools: vec![],
+    }
 }

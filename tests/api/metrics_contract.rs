@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use forgeline::config::{Config, QueueReview, Span, TimeoutAction};
-use forgeline::guardrails::{CheckKind, PolicyConfig, Stage, Verdict};
+use forgeline::guardrails::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{client_with, spawn_app_with};
+use crate::helpers::{client_with, policy, spawn_app_with};
 
 /// name → (type, label keys).
 type Families = BTreeMap<String, (String, BTreeSet<String>)>;
@@ -87,19 +87,6 @@ fn scraped(text: &str) -> Families {
         }
     }
     out
-}
-
-fn policy(id: &str, kind: CheckKind, stages: &[Stage], verdict: Verdict) -> PolicyConfig {
-    PolicyConfig {
-        id: id.into(),
-        kind,
-        stages: stages.to_vec(),
-        verdict,
-        queues: vec![],
-        max_bytes: None,
-        pattern: None,
-        tools: vec![],
-    }
 }
 
 fn config(c: &mut Config) {
@@ -226,15 +213,7 @@ async fn live_metrics_match_the_documented_contract_both_ways_and_pass_promtool(
     // An event stream, bounded.
     app.sse("/api/v1/events?max_events=1", None).await;
 
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let live = scraped(&text);
     let doc = documented();
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use forgeline::auth::Role;
 use forgeline::config::{Config, QueueReview, Span, TimeoutAction};
-use forgeline::guardrails::{CheckKind, PolicyConfig, Stage, Verdict};
+use forgeline::guardrails::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{client_with, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{policy, spawn_app, spawn_app_with, TestApp};
 
 /// Submits a task on `queue` (with `extra` fields), leases and completes it
 /// as a worker; returns the task as read afterwards.
@@ -108,19 +108,6 @@ async fn a_task_that_asked_for_review_waits_for_it_instead_of_completing() {
     assert_eq!(t["dossier"]["task"]["result"], json!({"diff": "+1 -1"}));
 }
 
-fn policy(id: &str, kind: CheckKind, stages: &[Stage], verdict: Verdict) -> PolicyConfig {
-    PolicyConfig {
-        id: id.into(),
-        kind,
-        stages: stages.to_vec(),
-        verdict,
-        queues: vec![],
-        max_bytes: None,
-        pattern: None,
-        tools: vec![],
-    }
-}
-
 fn guarded(c: &mut Config) {
     let mut big = policy(
         "big-input",
@@ -201,14 +188,7 @@ async fn guardrail_flags_at_each_stage_send_the_result_to_review_with_the_policy
         .collect();
     assert!(kinds.contains(&"guardrail_triggered"));
 
-    let metrics = client_with(None)
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for series in [
         r#"forgeline_guardrail_decisions_total{action="sent_to_review",policy="big-input",stage="input",verdict="flag"} 1"#,
         r#"forgeline_guardrail_decisions_total{action="sent_to_review",policy="tools",stage="tool",verdict="flag"} 1"#,
@@ -577,14 +557,7 @@ async fn each_sla_timeout_action_fires_once() {
             .collect();
         assert_eq!(sla.len(), 1, "{}", t["id"]);
     }
-    let metrics = client_with(None)
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for (q, n) in [("esc", 2), ("rej", 1), ("req", 1)] {
         let line = format!("forgeline_review_sla_breaches_total{{queue=\"{q}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line}");
@@ -766,14 +739,7 @@ async fn reviewer_metrics_match_a_known_scenario_in_rest_and_prometheus() {
     assert_eq!(m["guardrail_override_rate"], json!([]));
 
     // Prometheus says the same.
-    let p = client_with(None)
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let p = app.metrics().await;
     assert_eq!(
         metric(
             &p,

@@ -480,14 +480,7 @@ async fn attacks_on_the_token_check_are_all_refused_with_a_generic_401() {
         );
     }
     // The reasons are counted, not told.
-    let metrics = client_with(None)
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for reason in [
         "missing",
         "malformed",
