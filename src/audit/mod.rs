@@ -29,7 +29,7 @@ pub struct AuditRecord {
     pub principal: String,
     /// Their roles.
     pub roles: Vec<String>,
-    /// HTTP method (or `REVIEW` for decisions made by the server's clock).
+    /// HTTP method (or `TIMER` for actions the server's clocks take by themselves).
     pub method: String,
     /// Route template.
     pub route: String,

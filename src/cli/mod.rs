@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod audit;
+pub mod bench;
 pub mod serve;
 pub mod token;
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Measure a server end to end: durable submits/s, tasks/s through the
+    /// worker protocol, pickup latency, probe req/s, start-up and memory.
+    Bench(bench::BenchArgs),
 }
 
 /// Where to find the server's configuration (same layering as `serve`).
@@ -60,5 +64,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Bench(args) => bench::run(args),
     }
 }

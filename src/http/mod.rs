@@ -9,6 +9,7 @@ pub mod context;
 pub mod endpoint;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod query;
 mod routes;
 pub mod server;

@@ -31,6 +31,8 @@ pub fn router(
     health::routes(&api)
         .or(metrics)
         .unify()
+        .or(super::openapi::routes())
+        .unify()
         .or(crate::tasks::routes::routes(&api))
         .unify()
         .or(crate::queue::routes::routes(&api))

@@ -3,11 +3,13 @@
 
 mod audit_and_limits;
 mod bad_input;
+mod bench;
 mod durability;
 mod executor;
 mod fixtures;
 mod helpers;
 mod metrics_contract;
+mod openapi;
 mod process;
 mod redaction;
 mod reviews;

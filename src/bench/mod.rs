@@ -1,0 +1,19 @@
+//! `forgeline bench`: the server measured end to end over HTTP.
+//!
+//! A run starts a server in a temporary directory (or targets `--url`),
+//! drives it with concurrent clients through the public API — durable
+//! submits, the worker protocol, health probes — and reports throughput,
+//! latency percentiles, start-up time and memory. The numbers are what a
+//! client on the same machine sees, load generator included: on a 2-core
+//! machine the clients and the server share the cores, and the report says
+//! how many there were.
+
+mod client;
+mod phases;
+mod report;
+mod target;
+
+pub use client::{BenchClient, BenchError, Leased, Scrape};
+pub use phases::{run, BenchOptions, E2E_QUEUE, PICKUP_QUEUE, SUBMIT_QUEUE};
+pub use report::{Latency, Measurement, Report, TargetInfo};
+pub use target::{preload, Spawned, Target, TargetOptions, BACKLOG_QUEUE};
