@@ -41,7 +41,7 @@ if [ "${#missing_debs[@]}" -gt 0 ] && [ "${CI:-}" = "true" ]; then
   step "installing ${debs}(apt-get)"
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086 # one word per package
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $debs >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $debs >/dev/null
 fi
 require promtool "apt-get install prometheus"
 require prometheus "apt-get install prometheus"

@@ -37,8 +37,9 @@ pub enum BenchError {
 
 /// Longest part of an error body kept in a `BenchError::Status`.
 const ERROR_BODY_CHARS: usize = 300;
-/// Connections kept open per host: at least the largest client count.
-const POOL_PER_HOST: usize = 256;
+/// Connections kept open per host: the largest client count, so that no
+/// measured request has to open one.
+const POOL_PER_HOST: usize = super::MAX_CLIENTS;
 
 /// One leased task, as the bench's workers see it.
 #[derive(Debug, Clone)]
@@ -213,6 +214,9 @@ impl BenchClient {
     }
 }
 
+/// The series that counts the preloaded tasks (`--stored`), with its space.
+const BACKLOG_SERIES: &str = "forgeline_queue_depth{queue=\"bench-backlog\"} ";
+
 /// The few figures the bench reads from `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scrape {
@@ -220,6 +224,8 @@ pub struct Scrape {
     pub rss_bytes: Option<u64>,
     /// `forgeline_build_info{version}`.
     pub version: Option<String>,
+    /// `forgeline_queue_depth{queue="bench-backlog"}`: the preloaded tasks.
+    pub backlog: Option<u64>,
 }
 
 impl Scrape {
@@ -227,7 +233,9 @@ impl Scrape {
     pub fn parse(text: &str) -> Scrape {
         let mut s = Scrape::default();
         for line in text.lines() {
-            if let Some(v) = line.strip_prefix("process_resident_memory_bytes ") {
+            if let Some(v) = line.strip_prefix(BACKLOG_SERIES) {
+                s.backlog = v.trim().parse::<f64>().ok().map(|f| f as u64);
+            } else if let Some(v) = line.strip_prefix("process_resident_memory_bytes ") {
                 s.rss_bytes = v.trim().parse::<f64>().ok().map(|f| f as u64);
             } else if let Some(rest) = line.strip_prefix("forgeline_build_info{") {
                 s.version = rest
@@ -247,9 +255,10 @@ mod tests {
 
     #[test]
     fn a_scrape_yields_rss_and_version() {
-        let text = "# HELP x\nforgeline_build_info{commit=\"abc\",version=\"0.1.0\"} 1\nprocess_resident_memory_bytes 2.4576e+07\n";
+        let text = "# HELP x\nforgeline_build_info{commit=\"abc\",version=\"0.1.0\"} 1\nprocess_resident_memory_bytes 2.4576e+07\nforgeline_queue_depth{queue=\"bench-backlog\"} 300\nforgeline_queue_depth{queue=\"other\"} 7\n";
         let s = Scrape::parse(text);
         assert_eq!(s.rss_bytes, Some(24_576_000));
+        assert_eq!(s.backlog, Some(300));
         assert_eq!(s.version.as_deref(), Some("0.1.0"));
         assert_eq!(Scrape::parse(""), Scrape::default());
     }

@@ -8,12 +8,17 @@
 //! machine the clients and the server share the cores, and the report says
 //! how many there were.
 
+mod bare;
 mod client;
 mod phases;
+mod progress;
 mod report;
 mod target;
 
+/// Most concurrent clients in one measurement.
+pub const MAX_CLIENTS: usize = 1024;
+
 pub use client::{BenchClient, BenchError, Leased, Scrape};
-pub use phases::{run, BenchOptions, E2E_QUEUE, PICKUP_QUEUE, SUBMIT_QUEUE};
+pub use phases::{run, BenchFailure, BenchOptions, E2E_QUEUE, PICKUP_QUEUE, SUBMIT_QUEUE};
 pub use report::{Latency, Measurement, Report, TargetInfo};
 pub use target::{preload, Spawned, Target, TargetOptions, BACKLOG_QUEUE};

@@ -4,7 +4,7 @@
 //! with one untimed request, then all wait on a barrier, so connection set-up
 //! is not measured and no client starts early.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,7 +13,9 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
+use super::bare::BareWarp;
 use super::client::{BenchClient, BenchError, Leased};
+use super::progress::Progress;
 use super::report::{Latency, Measurement, Report, TargetInfo};
 use super::target::{Target, TargetOptions};
 
@@ -32,6 +34,8 @@ const PICKUP_WARMUP: usize = 10;
 const PICKUP_PARK: Duration = Duration::from_millis(20);
 /// Long-poll of the end-to-end workers: short, so they notice the end.
 const E2E_WAIT_MS: u64 = 100;
+/// Tasks per lease while emptying a queue: `queue.max_batch`'s default.
+const DRAIN_BATCH: usize = 100;
 /// How often the remote server's memory is sampled (`--url`).
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
@@ -60,44 +64,144 @@ pub struct BenchOptions {
     pub bare_warp: bool,
 }
 
+/// A run that did not finish cleanly: the error, and the report when every
+/// measurement was taken (the server then failed to stop cleanly).
+#[derive(Debug)]
+pub struct BenchFailure {
+    /// What went wrong.
+    pub error: BenchError,
+    /// The measurements, when they were all taken.
+    pub report: Option<Report>,
+}
+
+impl From<BenchError> for BenchFailure {
+    fn from(error: BenchError) -> Self {
+        BenchFailure {
+            error,
+            report: None,
+        }
+    }
+}
+
 /// Runs every measurement against the target and returns the report.
-pub async fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
+///
+/// Whatever happens, the bench's queues on a `--url` server are emptied
+/// again, and a server the bench started is stopped (its directory kept
+/// with `keep_dir`, and its log's last lines added to the error when it
+/// died).
+pub async fn run(opts: &BenchOptions) -> Result<Report, BenchFailure> {
     let progress = Progress::new(std::io::stderr().is_terminal());
-    let target = Target::open(&opts.target, &|m| progress.note(m)).await?;
+    let result = run_on_target(opts, &progress).await;
+    progress.clear();
+    result
+}
+
+async fn run_on_target(opts: &BenchOptions, progress: &Progress) -> Result<Report, BenchFailure> {
+    let mut target = Target::open(&opts.target, &|m| progress.note(m)).await?;
+    let measured = measure(&target, opts, progress).await;
+    if target.spawned.is_none() {
+        // Leave nothing queued on a server we do not own, even after a failure.
+        for queue in [SUBMIT_QUEUE, E2E_QUEUE, PICKUP_QUEUE] {
+            if let Err(e) = drain(&target.client, progress, queue).await {
+                if measured.is_ok() {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let measured = match (measured, &mut target.spawned) {
+        (Err(e), Some(s)) => Err(s.explain(e)),
+        (m, _) => m,
+    };
+    let Some(spawned) = target.spawned.take() else {
+        return measured.map_err(BenchFailure::from);
+    };
+    progress.note("stopping the server");
+    let keep = opts.target.keep_dir;
+    let stopped = tokio::task::spawn_blocking(move || spawned.stop(keep))
+        .await
+        .map_err(|e| BenchError::Protocol(format!("stopping the server panicked: {e}")))?;
+    progress.clear();
+    let (kept, stop_error) = match stopped {
+        Ok(kept) => (kept, None),
+        Err((kept, e)) => (kept, Some(e)),
+    };
+    if let Some(dir) = kept {
+        eprintln!(
+            "forgeline bench: kept the server's directory (store and server.log): {}",
+            dir.display()
+        );
+    }
+    match (measured, stop_error) {
+        (Ok(report), None) => Ok(report),
+        (Ok(report), Some(error)) => Err(BenchFailure {
+            error,
+            report: Some(report),
+        }),
+        (Err(error), _) => Err(error.into()),
+    }
+}
+
+/// Every measurement, in order, and the report.
+async fn measure(
+    target: &Target,
+    opts: &BenchOptions,
+    progress: &Progress,
+) -> Result<Report, BenchError> {
     let client = target.client.clone();
-    let scrape = client.scrape().await?;
+    // /metrics may be closed to the bench (`metrics.access`): then there is no
+    // version, no backlog count and no scraped memory, but the rest holds.
+    let scrape = match client.scrape().await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            progress.clear();
+            eprintln!("forgeline bench: cannot read /metrics ({e}); version, stored tasks and scraped memory are not reported");
+            None
+        }
+    };
     let (_, ready) = client.get_json_any("/health/ready").await?;
     let durability = ready["durability"]
         .as_str()
         .unwrap_or("unknown")
         .to_string();
+    // Tasks an interrupted run left behind would be leased instead of ours.
+    for queue in [E2E_QUEUE, PICKUP_QUEUE] {
+        drain(&client, progress, queue).await?;
+    }
 
     // A remote server's memory is only visible through its own metrics.
-    let sampled_rss = Arc::new(AtomicU64::new(scrape.rss_bytes.unwrap_or(0)));
-    let sampler = target.spawned.is_none().then(|| {
+    let sampled_rss = Arc::new(AtomicU64::new(
+        scrape.as_ref().and_then(|s| s.rss_bytes).unwrap_or(0),
+    ));
+    let sampler = (target.spawned.is_none() && scrape.is_some()).then(|| {
         let (client, max) = (client.clone(), sampled_rss.clone());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(RSS_SAMPLE_EVERY).await;
                 if let Ok(s) = client.scrape().await {
                     max.fetch_max(s.rss_bytes.unwrap_or(0), Ordering::Relaxed);
                 }
             }
-        })
+        }))
     });
 
+    let submit_title = if durability == "sync" {
+        "durable submits/s".to_string()
+    } else {
+        format!("submits/s (durability {durability})")
+    };
     let mut measurements = Vec::new();
     for &clients in &opts.submit_clients {
-        let m = submit(&client, &progress, clients, opts.tasks).await?;
+        let m = submit(&client, progress, &submit_title, clients, opts.tasks).await?;
         measurements.push(m);
     }
-    measurements.push(end_to_end(&client, &progress, opts).await?);
-    measurements.push(pickup(&client, &progress, opts.pickup_samples).await?);
+    measurements.push(end_to_end(&client, progress, opts).await?);
+    measurements.push(pickup(&client, progress, opts.pickup_samples).await?);
     let health = health_live(
         "health_live",
         "/health/live req/s".into(),
         &client,
-        &progress,
+        progress,
         opts.health_clients,
         opts.health_duration,
     )
@@ -105,17 +209,19 @@ pub async fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
     let mut health_vs_bare_warp = None;
     let bare = if opts.bare_warp {
         let server = BareWarp::start()?;
-        let bare_client = BenchClient::new(&server.url, None)?;
+        let bare_client = BenchClient::new(server.url(), None)?;
         let m = health_live(
             "bare_warp",
             "/health/live, bare warp server".into(),
             &bare_client,
-            &progress,
+            progress,
             opts.health_clients,
             opts.health_duration,
         )
         .await;
-        server.stop();
+        // Its keep-alive connections would hold the graceful stop open.
+        drop(bare_client);
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
         let m = m?;
         health_vs_bare_warp = ratio(health.per_second, m.per_second);
         Some(m)
@@ -125,13 +231,15 @@ pub async fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
     measurements.push(health);
     measurements.extend(bare);
 
-    if let Some(s) = sampler {
-        s.abort();
-        if let Ok(s) = client.scrape().await {
-            sampled_rss.fetch_max(s.rss_bytes.unwrap_or(0), Ordering::Relaxed);
+    let last = match sampler {
+        Some(s) => {
+            drop(s);
+            client.scrape().await.ok()
         }
-        // Leave nothing queued on a server we do not own.
-        drain(&client, &progress, SUBMIT_QUEUE).await?;
+        None => None,
+    };
+    if let Some(rss) = last.and_then(|s| s.rss_bytes) {
+        sampled_rss.fetch_max(rss, Ordering::Relaxed);
     }
     let (peak_rss_bytes, peak_rss_source, start_to_ready_ms, idle_rss_bytes) = match &target.spawned
     {
@@ -146,18 +254,15 @@ pub async fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
             ((peak > 0).then_some(peak), Some("scraped"), None, None)
         }
     };
-    let report = Report {
+    Ok(Report {
         schema: "forgeline.bench.v1",
         target: TargetInfo {
             url: client.base().to_string(),
             spawned: target.spawned.is_some(),
             durability,
-            stored_tasks: if target.spawned.is_some() {
-                opts.target.stored
-            } else {
-                0
-            },
-            version: scrape.version,
+            // No series: no task has waited on that queue since the server started.
+            stored_tasks: scrape.as_ref().map(|s| s.backlog.unwrap_or(0)),
+            version: scrape.and_then(|s| s.version),
         },
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         tasks: opts.tasks,
@@ -167,20 +272,16 @@ pub async fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         peak_rss_source: peak_rss_bytes.and(peak_rss_source),
         measurements,
         health_vs_bare_warp,
-    };
-    if let Some(s) = target.spawned {
-        progress.note("stopping the server");
-        let kept = s.stop(opts.target.keep_dir)?;
-        if let Some(dir) = kept {
-            progress.clear();
-            eprintln!(
-                "forgeline bench: kept the server's directory (store and server.log): {}",
-                dir.display()
-            );
-        }
+    })
+}
+
+/// Aborts a background task when dropped (also on an early return).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    progress.clear();
-    Ok(report)
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -253,10 +354,11 @@ fn measurement(
 async fn submit(
     client: &BenchClient,
     progress: &Progress,
+    title: &str,
     clients: usize,
     n: u64,
 ) -> Result<Measurement, BenchError> {
-    let tick = progress.phase(format!("durable submits, {clients} client(s)"), n);
+    let tick = progress.phase(format!("{title}, {clients} client(s)"), n);
     let next = Arc::new(AtomicU64::new(0));
     let (samples, elapsed) = load(client, clients, |_, c| {
         let (next, tick) = (next.clone(), tick.clone());
@@ -278,7 +380,7 @@ async fn submit(
     progress.done();
     Ok(measurement(
         "submit",
-        "durable submits/s".into(),
+        title.to_string(),
         clients,
         samples,
         elapsed,
@@ -396,9 +498,13 @@ async fn pickup(
     samples: usize,
 ) -> Result<Measurement, BenchError> {
     let tick = progress.phase("enqueue → pickup", (PICKUP_WARMUP + samples) as u64);
+    let run_id = ulid::Ulid::new().to_string();
     let mut s = Vec::with_capacity(samples);
-    let started = Instant::now();
+    let mut started = Instant::now();
     for round in 0..PICKUP_WARMUP + samples {
+        if round == PICKUP_WARMUP {
+            started = Instant::now();
+        }
         let c = client.clone();
         let waiting = tokio::spawn(async move {
             let leases = c
@@ -408,10 +514,13 @@ async fn pickup(
         });
         tokio::time::sleep(PICKUP_PARK).await;
         let sent = Instant::now();
-        client.submit(PICKUP_QUEUE, json!({"round": round})).await?;
+        let submitted = client
+            .submit(PICKUP_QUEUE, json!({"run": run_id, "round": round}))
+            .await;
         let (picked, leases) = waiting
             .await
             .map_err(|e| BenchError::Protocol(format!("the pickup lessee panicked: {e}")))?;
+        submitted?;
         let leases = leases?;
         let Some(lease) = leases.first() else {
             return Err(BenchError::Protocol(format!(
@@ -419,6 +528,11 @@ async fn pickup(
             )));
         };
         client.complete(lease).await?;
+        if lease.payload["run"] != run_id.as_str() || lease.payload["round"] != round {
+            return Err(BenchError::Protocol(format!(
+                "the pickup lease got a task this round did not submit: something else submits to {PICKUP_QUEUE}"
+            )));
+        }
         if round >= PICKUP_WARMUP {
             s.push(picked.saturating_duration_since(sent));
         }
@@ -466,149 +580,15 @@ async fn health_live(
     Ok(measurement(name, title, clients, samples, elapsed))
 }
 
-/// Leases and completes whatever the bench left on `queue` (against `--url`).
+/// Leases and completes whatever is waiting on one of the bench's queues.
 async fn drain(client: &BenchClient, progress: &Progress, queue: &str) -> Result<(), BenchError> {
     progress.note(&format!("completing the tasks left on {queue}"));
     loop {
-        let leases = client.lease(queue, "bench-cleanup", 100, 0).await?;
+        let leases = client.lease(queue, "bench-cleanup", DRAIN_BATCH, 0).await?;
         if leases.is_empty() {
             return Ok(());
         }
         let calls = leases.iter().map(|l| client.complete(l));
         futures_util::future::try_join_all(calls).await?;
-    }
-}
-
-/// A warp server with one route, `/health/live`, answering what forgeline's
-/// does but with no middleware: the reference the real probe is compared
-/// with. It runs on its own 2-thread runtime, like a server process would.
-struct BareWarp {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl BareWarp {
-    fn start() -> Result<BareWarp, BenchError> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| BenchError::Target(format!("bare warp server: cannot listen: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| BenchError::Target(format!("bare warp server: {e}")))?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| BenchError::Target(format!("bare warp server: {e}")))?;
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                use warp::Filter;
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let live = warp::path!("health" / "live")
-                    .and(warp::get())
-                    .map(|| warp::reply::json(&json!({"status": "ok"})));
-                warp::serve(live)
-                    .incoming(listener)
-                    .graceful(async {
-                        let _ = rx.await;
-                    })
-                    .run()
-                    .await;
-            });
-        });
-        Ok(BareWarp {
-            url: format!("http://{addr}"),
-            stop: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Progress on stderr when it is a terminal; silent otherwise.
-#[derive(Debug)]
-struct Progress {
-    enabled: bool,
-    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// The counter of the running phase.
-#[derive(Debug, Clone)]
-struct Tick(Arc<AtomicU64>);
-
-impl Tick {
-    fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Progress {
-        Progress {
-            enabled,
-            ticker: Mutex::new(None),
-        }
-    }
-
-    /// A one-line status (replaces the previous one).
-    fn note(&self, message: &str) {
-        if self.enabled {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[2K{message}");
-            let _ = e.flush();
-        }
-    }
-
-    /// Starts a phase; its counter is shown against `total` (0: no total).
-    fn phase(&self, label: impl Into<String>, total: u64) -> Tick {
-        let count = Arc::new(AtomicU64::new(0));
-        if self.enabled {
-            let (label, c) = (label.into(), count.clone());
-            let handle = tokio::spawn(async move {
-                loop {
-                    let n = c.load(Ordering::Relaxed);
-                    let line = if total > 0 {
-                        format!("{label}: {n}/{total}")
-                    } else {
-                        format!("{label}: {n}")
-                    };
-                    {
-                        let mut e = std::io::stderr().lock();
-                        let _ = write!(e, "\r\x1b[2K{line}");
-                        let _ = e.flush();
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-            if let Some(old) = self.ticker.lock().expect("not poisoned").replace(handle) {
-                old.abort();
-            }
-        }
-        Tick(count)
-    }
-
-    /// Ends the running phase's display.
-    fn done(&self) {
-        if let Some(t) = self.ticker.lock().expect("not poisoned").take() {
-            t.abort();
-        }
-    }
-
-    /// Clears the status line.
-    fn clear(&self) {
-        self.done();
-        self.note("");
     }
 }

@@ -74,8 +74,10 @@ pub struct TargetInfo {
     pub spawned: bool,
     /// `sync` or `relaxed`, as the server's `/health/ready` reports it.
     pub durability: String,
-    /// Tasks loaded into the store before the server started (spawned only).
-    pub stored_tasks: u64,
+    /// Tasks waiting on `bench-backlog` when the run began, as the server's
+    /// `/metrics` counts them: the `--stored` preload (`None` when
+    /// `/metrics` could not be read).
+    pub stored_tasks: Option<u64>,
     /// The server's version, from `forgeline_build_info`.
     pub version: Option<String>,
 }
@@ -118,7 +120,7 @@ impl Report {
             t.url,
             if t.spawned { "spawned in a temp dir" } else { "external" },
             t.durability,
-            t.stored_tasks,
+            t.stored_tasks.map_or("?".to_string(), |n| n.to_string()),
             self.cpus
         );
         let headers = [

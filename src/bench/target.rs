@@ -11,6 +11,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub struct Spawned {
     /// The temporary directory holding its store and log; removed on drop
     /// unless `stop` was asked to keep it.
     dir: Option<tempfile::TempDir>,
+    /// Keep `dir` even when the run ends early.
+    keep: bool,
     /// From spawn to the first 200 on `/health/ready`.
     pub start_to_ready: Duration,
     /// Resident memory once ready.
@@ -113,6 +116,16 @@ impl Target {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        // SAFETY: prctl(2) only, between fork and exec. If the bench dies
+        // without stopping it (SIGKILL), the kernel sends the server SIGTERM.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let started = Instant::now();
         let child = cmd
             .spawn()
@@ -120,6 +133,7 @@ impl Target {
         let mut spawned = Spawned {
             child,
             dir: Some(dir),
+            keep: opts.keep_dir,
             start_to_ready: Duration::ZERO,
             idle_rss: None,
         };
@@ -205,14 +219,36 @@ impl Spawned {
     }
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after `STOP_TIMEOUT`).
-    /// With `keep`, the directory stays and its path is returned.
-    pub fn stop(mut self, keep: bool) -> Result<Option<PathBuf>, BenchError> {
+    /// With `keep`, the directory stays and its path is returned (also
+    /// alongside the error when the server did not stop cleanly). Blocks.
+    #[allow(clippy::result_large_err)]
+    pub fn stop(mut self, keep: bool) -> Result<Option<PathBuf>, (Option<PathBuf>, BenchError)> {
         let stopped = self.terminate();
         let kept = match self.dir.take() {
             Some(d) if keep => Some(d.keep()),
             _ => None,
         };
-        stopped.map(|()| kept)
+        match stopped {
+            Ok(()) => Ok(kept),
+            Err(e) => Err((kept, e)),
+        }
+    }
+
+    /// `error`, with the server's exit status and last log lines when the
+    /// server is what went away.
+    pub fn explain(&mut self, error: BenchError) -> BenchError {
+        let log = self.log_path();
+        match self.child.try_wait() {
+            Ok(Some(status)) => BenchError::Target(format!(
+                "{error}\nthe server exited ({status}); its log:\n{}",
+                log.as_deref().map(tail).unwrap_or_default()
+            )),
+            _ => error,
+        }
+    }
+
+    fn log_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("server.log"))
     }
 
     fn terminate(&mut self) -> Result<(), BenchError> {
@@ -228,9 +264,7 @@ impl Spawned {
                 Ok(Some(s)) => {
                     return Err(BenchError::Target(format!(
                         "the server exited with {s} after SIGTERM; its log:\n{}",
-                        self.dir
-                            .as_ref()
-                            .map_or_else(String::new, |d| tail(&d.path().join("server.log")))
+                        self.log_path().as_deref().map(tail).unwrap_or_default()
                     )))
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -250,10 +284,18 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        // Stopped already, or the run failed: never leave a server behind.
+        // Not stopped (the run was interrupted): never leave a server behind.
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(d) = self.dir.take() {
+            if self.keep {
+                eprintln!(
+                    "forgeline bench: kept the server's directory (store and server.log): {}",
+                    d.keep().display()
+                );
+            }
         }
     }
 }

@@ -8,8 +8,12 @@ use clap::{Args, ValueEnum};
 use crate::bench::{BenchOptions, TargetOptions};
 use crate::config::Durability;
 
-/// Most concurrent clients in one measurement.
-const MAX_CLIENTS: usize = 1024;
+use crate::bench::MAX_CLIENTS;
+
+/// Largest `--lease-batch`: `queue.max_batch`'s default.
+const MAX_LEASE_BATCH: usize = 100;
+/// Where `--url`'s token comes from when neither flag gives one.
+const TOKEN_ENV: &str = "FORGELINE_TOKEN";
 
 /// Flags of `forgeline bench`.
 #[derive(Debug, Args)]
@@ -17,13 +21,9 @@ pub struct BenchArgs {
     /// Measure the server at this URL instead of starting one in a temp dir.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Bearer token for `--url` (needs the submitter and worker roles).
-    #[arg(
-        long,
-        env = "FORGELINE_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
+    /// Bearer token for `--url` (needs the submitter and worker roles)
+    /// [default: $FORGELINE_TOKEN, read only with --url].
+    #[arg(long, conflicts_with = "token_file")]
     pub token: Option<String>,
     /// File holding the bearer token for `--url`.
     #[arg(long, value_name = "FILE")]
@@ -88,7 +88,10 @@ pub enum DurabilityArg {
 impl BenchArgs {
     /// Checks the flags and turns them into options; `Err` is a usage error.
     pub fn options(&self) -> Result<BenchOptions, String> {
-        if self.url.is_some() {
+        if let Some(url) = &self.url {
+            if !url.starts_with("http://") {
+                return Err(format!("--url must be an http:// URL (the bench's client speaks plain HTTP), got {url:?}"));
+            }
             if self.durability.is_some() {
                 return Err("--durability applies to the server the bench starts; a server at --url keeps its own store.durability".into());
             }
@@ -108,7 +111,11 @@ impl BenchArgs {
                     .trim()
                     .to_string(),
             ),
-            None => self.token.clone(),
+            None => self.token.clone().or_else(|| {
+                self.url
+                    .as_ref()
+                    .and_then(|_| std::env::var(TOKEN_ENV).ok())
+            }),
         };
         if self.tasks == 0 {
             return Err("--tasks must be at least 1".into());
@@ -126,9 +133,9 @@ impl BenchArgs {
                 return Err(format!("{flag} must be 1-{MAX_CLIENTS}, got {n}"));
             }
         }
-        if self.lease_batch == 0 || self.lease_batch > 100 {
+        if self.lease_batch == 0 || self.lease_batch > MAX_LEASE_BATCH {
             return Err(format!(
-                "--lease-batch must be 1-100 (queue.max_batch's default), got {}",
+                "--lease-batch must be 1-{MAX_LEASE_BATCH} (queue.max_batch's default), got {}",
                 self.lease_batch
             ));
         }
@@ -162,7 +169,8 @@ impl BenchArgs {
     }
 }
 
-/// Runs the bench; returns the exit code (0 done, 1 the run failed, 2 usage).
+/// Runs the bench; returns the exit code (0 done, 1 the run failed, 2 usage,
+/// 130 interrupted).
 pub fn run(args: BenchArgs) -> i32 {
     let opts = match args.options() {
         Ok(o) => o,
@@ -181,19 +189,39 @@ pub fn run(args: BenchArgs) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(crate::bench::run(&opts)) {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("forgeline bench: {e}");
-                        return 1;
-                    }
-                }
-            } else {
-                print!("{}", report.table());
+    // Ctrl-C or SIGTERM drops the run, which stops a started server and
+    // removes its directory (unless --keep-dir) instead of leaving them behind.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = crate::bench::run(&opts) => Some(r),
+            _ = super::serve::shutdown_signal() => None,
+        }
+    });
+    match outcome {
+        None => {
+            eprintln!("forgeline bench: interrupted");
+            130
+        }
+        Some(Ok(report)) => print_report(&report, args.json),
+        Some(Err(failure)) => {
+            if let Some(report) = &failure.report {
+                let _ = print_report(report, args.json);
             }
+            eprintln!("forgeline bench: {}", failure.error);
+            1
+        }
+    }
+}
+
+/// Prints the report as a table or JSON; returns the exit code.
+fn print_report(report: &crate::bench::Report, json: bool) -> i32 {
+    if !json {
+        print!("{}", report.table());
+        return 0;
+    }
+    match serde_json::to_string_pretty(report) {
+        Ok(s) => {
+            println!("{s}");
             0
         }
         Err(e) => {

@@ -31,10 +31,15 @@ const SMALL: &[&str] = &[
 ];
 
 fn bench(args: &[&str]) -> std::process::Output {
+    bench_with_env(args, &[])
+}
+
+fn bench_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_forgeline"))
         .arg("bench")
         .args(args)
         .env_remove("FORGELINE_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .expect("forgeline bench runs")
 }
@@ -61,14 +66,30 @@ fn assert_throughput(m: &Value, count: u64) {
 
 #[test]
 fn bench_starts_its_own_server_measures_every_phase_and_stops_it() {
-    let out = bench(&[SMALL, &["--durability", "relaxed", "--stored", "300"]].concat());
+    // The bench's temporary directory goes under `tmp`, so the test sees
+    // what it leaves behind; a FORGELINE_TOKEN meant for --url is ignored.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bench_with_env(
+        &[
+            SMALL,
+            &["--durability", "relaxed", "--stored", "300", "--keep-dir"],
+        ]
+        .concat(),
+        &[
+            ("TMPDIR", tmp.path().to_str().unwrap()),
+            ("FORGELINE_TOKEN", "not-a-token"),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(report["schema"], "forgeline.bench.v1");
     assert_eq!(report["target"]["spawned"], true);
     assert_eq!(report["target"]["durability"], "relaxed");
+    // Counted by the server's own /metrics, not echoed from the flag.
     assert_eq!(report["target"]["stored_tasks"], 300);
+    let title = report["measurements"][0]["title"].as_str().unwrap();
+    assert!(title.contains("relaxed"), "{title}");
     assert_eq!(report["target"]["version"], env!("CARGO_PKG_VERSION"));
     for clients in [1, 4] {
         assert_throughput(measurement(&report, "submit", clients), 120);
@@ -92,6 +113,46 @@ fn bench_starts_its_own_server_measures_every_phase_and_stops_it() {
     );
     assert!(0 < idle && idle <= peak, "idle {idle} peak {peak}");
     assert_eq!(report["peak_rss_source"], "VmHWM");
+
+    // --keep-dir kept exactly the server's directory, and the server in it
+    // shut down cleanly on the bench's SIGTERM.
+    let kept: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(stderr.contains(kept[0].to_str().unwrap()), "{stderr}");
+    assert!(kept[0].join("data").join("db").exists());
+    let log = std::fs::read_to_string(kept[0].join("server.log")).unwrap();
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[test]
+fn bench_without_keep_dir_leaves_nothing_behind_and_prints_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--tasks",
+        "20",
+        "--clients",
+        "2",
+        "--pickup-samples",
+        "2",
+        "--health-duration",
+        "100ms",
+        "--no-bare-warp",
+    ];
+    let out = bench_with_env(&args, &[("TMPDIR", tmp.path().to_str().unwrap())]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "durable submits/s",
+        "submit → lease → complete",
+        "enqueue → pickup",
+        "peak RSS",
+    ] {
+        assert!(table.contains(row), "{row}: {table}");
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -103,6 +164,9 @@ fn bench_refuses_flags_that_do_not_apply_with_a_usage_error() {
         &["--tasks", "0"],
         &["--clients", "0"],
         &["--lease-batch", "101"],
+        &["--url", "https://127.0.0.1:9"],
+        &["--url", "http://127.0.0.1:9", "--keep-dir"],
+        &["--token-file", "/nonexistent"],
     ] {
         let out = bench(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -126,6 +190,7 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["target"]["spawned"], false);
+    assert_eq!(report["target"]["stored_tasks"], 0);
     assert_eq!(report["target"]["durability"], "sync");
     assert_throughput(measurement(&report, "submit", 4), 120);
     assert_throughput(measurement(&report, "e2e", 4), 120);
@@ -147,16 +212,22 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
     };
     assert_eq!(submitted("bench-submit"), 240);
     assert_eq!(submitted("bench-e2e"), 120);
+    // 15 measured pickup rounds and 10 warm-up ones.
+    assert_eq!(submitted("bench-pickup"), 25);
     for queue in ["bench-submit", "bench-e2e", "bench-pickup"] {
+        for state in ["queued", "running"] {
+            let r = app
+                .get(&format!("/api/v1/tasks?queue={queue}&state={state}"))
+                .await;
+            let left = r.body["tasks"].as_array().unwrap().len();
+            assert_eq!(left, 0, "{queue} {state}: {:#}", r.body);
+        }
         let r = app
-            .get(&format!("/api/v1/tasks?queue={queue}&state=queued"))
+            .get(&format!(
+                "/api/v1/tasks?queue={queue}&state=completed&limit=500"
+            ))
             .await;
-        assert_eq!(
-            r.body["tasks"].as_array().unwrap().len(),
-            0,
-            "{queue}: {:#}",
-            r.body
-        );
+        assert!(!r.body["tasks"].as_array().unwrap().is_empty(), "{queue}");
     }
 }
 
