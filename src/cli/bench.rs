@@ -179,15 +179,9 @@ pub fn run(args: BenchArgs) -> i32 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("forgeline bench") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("forgeline bench: cannot start the runtime: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     // Ctrl-C or SIGTERM drops the run, which stops a started server and
     // removes its directory (unless --keep-dir) instead of leaving them behind.

@@ -58,6 +58,18 @@ impl ConfigArgs {
     }
 }
 
+/// The multi-threaded runtime a subcommand runs on; on failure, the message
+/// is printed as `forgeline <command>: …` and the exit code (1) returned.
+pub(crate) fn runtime(command: &str) -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{command}: cannot start the runtime: {e}");
+            1
+        })
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {

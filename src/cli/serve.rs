@@ -56,15 +56,9 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("forgeline") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("forgeline: cannot start the runtime: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let addr = SocketAddr::new(config.server.host, config.server.port);

@@ -58,10 +58,6 @@ SPEC_PATH = DOCS / "openapi.yaml"
 MATRIX = REPO / "src" / "auth" / "matrix.rs"
 DEFAULT_BIN = REPO / "target" / "release" / "forgeline"
 
-# Routes the document describes beyond src/auth/matrix.rs (none: the
-# matrix lists openapi.json and /metrics too).
-EXTRA_ROUTES: set[tuple[str, str]] = set()
-PUBLIC_EXTRA: set[tuple[str, str]] = set()
 OPENAPI_ROUTE = ("GET", "/api/v1/openapi.json")
 
 # Operations the live scenario may leave unexercised, with the reason.
@@ -1019,7 +1015,7 @@ class OpenApiDocumentTest(unittest.TestCase):
             self.fail(f"openapi-spec-validator refuses docs/openapi.yaml: {e}")
 
     def test_routes_equal_the_matrix_both_ways(self):
-        want = set(self.matrix) | EXTRA_ROUTES
+        want = set(self.matrix)
         got = set(self.ops)
         self.assertEqual(
             sorted(want - got), [], "routes in src/auth/matrix.rs the document lacks"
@@ -1035,7 +1031,7 @@ class OpenApiDocumentTest(unittest.TestCase):
                          ("http", "bearer", "JWT"), "components.securitySchemes.bearerAuth")
         for key, op in self.ops.items():
             route = self.matrix.get(key)
-            public = key in PUBLIC_EXTRA or (route is not None and route["public"])
+            public = route is not None and route["public"]
             name = f"{key[0]} {key[1]}"
             self.assertEqual(op.get("x-forgeline-object-rule"), route and route["object_rule"],
                              f"{name}: x-forgeline-object-rule")
@@ -1073,7 +1069,7 @@ class OpenApiDocumentTest(unittest.TestCase):
             self.assertEqual(declared, set(re.findall(r"\{(\w+)\}", path)),
                              f"{name}: path parameters")
             statuses = set(op.get("responses", {}))
-            public = (method, path) in PUBLIC_EXTRA or self.matrix.get((method, path), {}).get("public")
+            public = self.matrix.get((method, path), {}).get("public")
             if path.startswith("/api/") and not public:
                 self.assertLessEqual(STANDARD_API_STATUSES, statuses, f"{name}: standard errors")
                 if "{" in path and "{queue}" not in path and "{worker_id}" not in path:
