@@ -17,6 +17,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -85,6 +85,16 @@ pub enum PipelineError {
         /// Human-readable explanation.
         message: String,
     },
+    /// A review decision was made on a dossier that has changed since (409
+    /// `stale_dossier`); the current hash goes in `details.current_hash` so a
+    /// client can show the new dossier instead of failing silently.
+    #[error("{message}")]
+    StaleDossier {
+        /// Human-readable explanation.
+        message: String,
+        /// The dossier's hash now, hex.
+        current_hash: String,
+    },
     /// A value exceeds a configured size limit (413).
     #[error("{message}")]
     TooLarge {

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod export;
 pub mod serve;
 pub mod token;
 
@@ -13,7 +14,7 @@ use crate::config::{Config, Overrides};
 
 /// forgeline: an observability-first pipeline for agent and automation tasks.
 #[derive(Debug, Parser)]
-#[command(name = "forgeline", version, about, long_about = None)]
+#[command(name = "forgeline", version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -34,6 +35,10 @@ pub enum Command {
     /// Measure a server end to end: durable submits/s, tasks/s through the
     /// worker protocol, pickup latency, probe req/s, start-up and memory.
     Bench(bench::BenchArgs),
+    /// Write the ops kit embedded in this binary (alert rules, Alertmanager
+    /// routing, Grafana dashboards, k6 scripts, example configs, the systemd
+    /// unit) into a directory.
+    Export(export::ExportArgs),
 }
 
 /// Where to find the server's configuration (same layering as `serve`).
@@ -77,5 +82,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export::run(args),
     }
 }

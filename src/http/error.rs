@@ -120,6 +120,11 @@ impl From<PipelineError> for ApiError {
             PipelineError::Conflict { code, message } => {
                 ApiError::new(StatusCode::CONFLICT, code, message)
             }
+            PipelineError::StaleDossier {
+                message,
+                current_hash,
+            } => ApiError::new(StatusCode::CONFLICT, "stale_dossier", message)
+                .with_details(json!({"current_hash": current_hash})),
             PipelineError::StaleLease { message } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_lease", message)
             }

@@ -10,7 +10,9 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::{Failure, Grant, LeaseRequest};
-use crate::auth::matrix::{COMPLETE, DEAD_LETTER, FAIL, HEARTBEAT, LEASE, LEASE_EVENTS, REQUEUE};
+use crate::auth::matrix::{
+    COMPLETE, DEAD_LETTER, FAIL, HEARTBEAT, LEASE, LEASE_EVENTS, RELEASE_LEASE, REQUEUE,
+};
 use crate::auth::Route;
 use crate::clock::format_rfc3339;
 use crate::http::body::parse_json;
@@ -51,6 +53,8 @@ pub fn routes(
         .or(action("complete", &COMPLETE))
         .unify()
         .or(action("fail", &FAIL))
+        .unify()
+        .or(action("release", &RELEASE_LEASE))
         .unify();
     let dead = warp::path!("api" / "v1" / "dead-letter")
         .and(warp::get())
@@ -188,6 +192,12 @@ struct CompleteBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    token: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FailBody {
     token: u64,
     #[serde(default = "yes")]
@@ -248,6 +258,13 @@ async fn lease_call(mut c: Call, id: String, action: &str) -> Result<Response, A
         "complete" => {
             let b: CompleteBody = parse_json(&body)?;
             let task = p.complete(lease_id, b.token, holder, b.result).await?;
+            Ok(json_reply(StatusCode::OK, &task_json(&task)))
+        }
+        // A worker that stops (SIGTERM) gives its task back at once, and the
+        // attempt it had not finished is not counted against the task.
+        "release" => {
+            let b: ReleaseBody = parse_json(&body)?;
+            let task = p.release(lease_id, b.token, holder).await?;
             Ok(json_reply(StatusCode::OK, &task_json(&task)))
         }
         _ => {

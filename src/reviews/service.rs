@@ -350,10 +350,11 @@ impl Pipeline {
                     .ok_or_else(|| PipelineError::not_found("run", t.run_id))?;
                 let current = dossier_hash(&task, &run, &decisions_of(txn, task.id)?);
                 if current != seen {
-                    return Err(conflict(
-                        "stale_dossier",
-                        format!("the dossier of review {id} changed since you saw it (now {}); reload it and decide again", hex::encode(current)),
-                    ));
+                    let current_hash = hex::encode(current);
+                    return Err(PipelineError::StaleDossier {
+                        message: format!("the dossier of review {id} changed since you saw it (now {current_hash}); reload it and decide again"),
+                        current_hash,
+                    });
                 }
                 let task = self.vote(txn, out, &mut t, Vote { by: reviewer.to_string(), outcome, comment: comment.clone(), at: now }, now)?;
                 Ok((t, task))

@@ -352,13 +352,14 @@ impl Metrics {
         };
         let build = IntGaugeVec::new(
             Opts::new("forgeline_build_info", "Build information; always 1."),
-            &["version", "commit"],
+            &["version", "commit", "profile"],
         )
         .expect("valid metric");
         build
             .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                option_env!("FORGELINE_COMMIT").unwrap_or("unknown"),
+                crate::build_info::VERSION,
+                crate::build_info::COMMIT,
+                crate::build_info::PROFILE,
             ])
             .set(1);
         m.registry.register(Box::new(build)).expect("unique metric");

@@ -4,6 +4,7 @@
 mod audit_and_limits;
 mod bad_input;
 mod bench;
+mod cli;
 mod durability;
 mod executor;
 mod fixtures;

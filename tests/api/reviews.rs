@@ -457,6 +457,10 @@ async fn a_decision_on_a_dossier_that_changed_is_refused() {
     let (s, v) = erin.post(&new, "decision", body).await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(v["error"]["code"], "stale_dossier");
+    assert_eq!(
+        v["error"]["details"]["current_hash"], new["dossier"]["dossier_hash"],
+        "the refusal names the dossier to show instead"
+    );
     let (s, v) = erin.decide(&old, "approved", None).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),

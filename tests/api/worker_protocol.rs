@@ -398,3 +398,57 @@ async fn a_worker_whose_lease_expired_or_whose_task_was_cancelled_is_idle_again(
         .await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn a_released_lease_puts_the_task_back_at_once_without_counting_the_attempt() {
+    let app = spawn_app().await;
+    let t = app.submit(json!({"queue": "q", "max_attempts": 2})).await;
+    let id = t["id"].as_str().unwrap().to_string();
+    let first = app.lease("q", "w1", 1).await.remove(0);
+
+    let r = app.lease_call(&first, "release", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["state"], "queued");
+    assert_eq!(
+        r.body["attempts_left"], 2,
+        "the released attempt is not counted"
+    );
+
+    // Leasable again right away, by another worker, with a new fencing token.
+    let second = app.lease("q", "w2", 1).await.remove(0);
+    assert_eq!(second["task"]["id"], id.as_str());
+    assert!(second["token"].as_u64() > first["token"].as_u64());
+
+    // The released lease is over: every call on it is stale, release included.
+    for action in ["release", "heartbeat", "complete"] {
+        let again = app.lease_call(&first, action, json!({})).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{action}");
+        assert_eq!(again.code(), "stale_lease", "{action}");
+    }
+    let run = app
+        .get(&format!(
+            "/api/v1/runs/{}",
+            first["run_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(run.body["outcome"], "released", "{:?}", run.body);
+    let released = app.task(&id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "task_queued" && e["data"]["reason"] == "released");
+    assert!(released, "a task_queued event says why");
+
+    let missing = app
+        .lease_call(
+            &json!({"lease_id": "01M80SJK6MDAVKB72ZW345732Y", "token": 1}),
+            "release",
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let done = app
+        .lease_call(&second, "complete", json!({"result": {"ok": true}}))
+        .await;
+    assert_eq!(done.status, StatusCode::OK);
+}

@@ -658,6 +658,19 @@ def run_scenario(s: Scenario) -> None:
            expect=(409,), note="fail an ended lease")
     s.call("POST", fail, {"lease_id": NO_SUCH_ULID}, body={"token": 1, "error": "x"},
            expect=(404,), note="fail no lease")
+    rel = "/api/v1/leases/{lease_id}/release"
+    s.submit({"queue": "relq", "max_attempts": 2}, note="submit E")
+    ge = s.lease_one("relq", note="lease E")
+    back = s.call("POST", rel, {"lease_id": ge["lease_id"]}, body={"token": ge["token"]},
+                  note="release E").json
+    assert back["state"] == "queued" and back["attempts_left"] == 2, back
+    s.call("POST", rel, {"lease_id": ge["lease_id"]}, body={"token": ge["token"]},
+           expect=(409,), note="release E again")
+    s.call("POST", rel, {"lease_id": ge["lease_id"]}, body={}, expect=(422,),
+           note="release without a token")
+    s.call("POST", rel, {"lease_id": NO_SUCH_ULID}, body={"token": 1}, expect=(404,),
+           note="release no lease")
+    s.complete(s.lease_one("relq", note="lease E again"), note="complete E")
     s.call("GET", "/api/v1/dead-letter", note="dead-letter")
     s.call("GET", "/api/v1/dead-letter", query={"queue": "fq", "limit": "5"}, note="dead-letter fq")
     s.call("GET", "/api/v1/dead-letter", query={"state": "dead"}, expect=(400,),

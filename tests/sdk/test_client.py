@@ -1,0 +1,68 @@
+"""The client against a real server: submit options, idempotency keys,
+pagination with cursors, health probes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import forgeline
+
+
+def test_submit_passes_every_option_to_the_server(client: forgeline.Client, queue: str) -> None:
+    task = client.submit(
+        {"goal": "g"},
+        queue=queue,
+        priority=9,
+        labels={"project": "sdk", "team/x": "y"},
+        steps=["build", "unit:test"],
+        max_attempts=4,
+        required_approvals=2,
+        workdir="repo/web",
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    assert (task.queue, task.priority, task.max_attempts, task.steps) == (queue, 9, 4, ["build", "unit:test"])
+    assert task.labels == {"project": "sdk", "team/x": "y"} and task.payload == {"goal": "g"}
+    assert task.raw["review"] == {"required": True, "required_approvals": 2}
+    assert task.raw["workdir"] == "repo/web"
+    assert task.raw["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert task.raw["idempotency_key"].startswith("fl-py-")
+
+
+def test_delay_and_run_at_schedule_a_task(client: forgeline.Client, queue: str) -> None:
+    delayed = client.submit(None, queue=queue, delay=timedelta(minutes=10))
+    assert delayed.state == "scheduled" and delayed.state_detail["reason"] == "delayed"
+    later = client.submit(None, queue=queue, run_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert later.state == "scheduled"
+    assert client.submit(None, queue=queue, delay="90s").state == "scheduled"
+    with pytest.raises(ValueError):
+        client.submit(None, queue=queue, run_at=datetime.now())  # naive: ambiguous
+
+
+def test_a_submit_with_an_idempotency_key_returns_the_same_task_and_a_different_body_conflicts(
+    client: forgeline.Client, queue: str
+) -> None:
+    first = client.submit({"n": 1}, queue=queue, idempotency_key=f"{queue}-key")
+    again = client.submit({"n": 1}, queue=queue, idempotency_key=f"{queue}-key")
+    assert again.id == first.id
+    with pytest.raises(forgeline.IdempotencyKeyReused):
+        client.submit({"n": 2}, queue=queue, idempotency_key=f"{queue}-key")
+    # Without a key each submit is a new task (the generated keys differ).
+    assert client.submit({"n": 1}, queue=queue).id != client.submit({"n": 1}, queue=queue).id
+
+
+def test_listing_walks_every_page_with_cursors(client: forgeline.Client, queue: str) -> None:
+    ids = [client.submit(i, queue=queue, labels={"batch": queue}).id for i in range(7)]
+    page = client.list_tasks(queue=queue, limit=3)
+    assert len(page.items) == 3 and page.next_cursor is not None
+    pages = list(client.iter_tasks(queue=queue, page_size=3).pages())
+    assert [len(p.items) for p in pages][:2] == [3, 3]
+    walked = [t.id for t in client.iter_tasks(labels={"batch": queue}, page_size=3)]
+    assert walked == list(reversed(ids))  # newest first
+
+
+def test_health_probes(client: forgeline.Client) -> None:
+    ready = client.health()
+    assert ready.ok and ready.status_code == 200 and ready.checks["store_writable"] == "ok"
+    assert client.health("live").ok
