@@ -31,16 +31,16 @@ use serde_json::json;
 use ulid::Ulid;
 
 use forgeline::app::App;
-use forgeline::config::{Config, Durability};
-use forgeline::events::{EventKind, EventRecord};
-use forgeline::pipeline::Pipeline;
-use forgeline::store::{decode, encode};
-use forgeline::tasks::submit::{validate, NewTask, SubmitRequest};
-use forgeline::tasks::transition::trace_id_of;
-use forgeline::tasks::{
-    LeaseId, LeaseRef, QueueName, ReviewRequest, RunId, StepName, StepSpec, Submission, TaskId,
-    TaskRecord, TaskState,
+use forgeline::config::Config;
+use forgeline::model::{
+    EventKind, EventRecord, LeaseId, LeaseRef, QueueName, ReviewRequest, RunId, StepName, StepSpec,
+    TaskId, TaskRecord, TaskState,
 };
+use forgeline::pipeline::transition::trace_id_of;
+use forgeline::pipeline::Pipeline;
+use forgeline::store::{decode, encode, Durability};
+use forgeline::tasks::submit::{validate, NewTask, SubmitRequest};
+use forgeline::tasks::Submission;
 use forgeline::telemetry::Metrics;
 
 /// The criterion group every budgeted bench belongs to (a table in budgets.toml).

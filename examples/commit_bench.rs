@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forgeline::app::App;
-use forgeline::config::{Config, Durability};
+use forgeline::config::Config;
+use forgeline::store::Durability;
 use forgeline::tasks::submit::{validate, SubmitRequest};
 use forgeline::tasks::Submission;
 

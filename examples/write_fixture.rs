@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use forgeline::app::App;
 use forgeline::clock::ManualClock;
-use forgeline::config::{Config, Durability};
+use forgeline::config::Config;
+use forgeline::model::{QueueName, TaskId, WorkerId};
 use forgeline::queue::{Failure, LeaseRequest};
+use forgeline::store::Durability;
 use forgeline::tasks::submit::{validate, SubmitRequest};
-use forgeline::tasks::{QueueName, Submission, Submitted, TaskId, WorkerId};
+use forgeline::tasks::{Submission, Submitted};
 use forgeline::workers::{normalize_event, normalize_status};
 use serde_json::json;
 

@@ -185,7 +185,7 @@ impl App {
         };
         let drain = cfg.server.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + drain;
-        let service = warp::service(http::router(self.api.clone()));
+        let service = warp::service(crate::api::router(self.api.clone()));
         http::server::serve(listener, service, p.clone(), signal, drain).await;
         let mut workers = futures_util::future::join_all(executor_handles);
         if tokio::time::timeout_at(deadline, &mut workers)

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod events;
 pub mod exec;
 pub mod guardrails;
 pub mod http;
+pub mod model;
 pub mod pipeline;
 pub mod queue;
 pub mod ratelimit;

@@ -8,12 +8,10 @@
 //! too. Pruning deletes the oldest records and moves the anchor (the seq and
 //! hash of the last pruned record), from which verification starts.
 
-pub mod routes;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::clock::{format_rfc3339, Millis};
+use crate::clock::Millis;
 use crate::store::{keys, Record, Store, StoreError, Txn};
 
 /// A stored audit record (`A` + seq).
@@ -356,67 +354,10 @@ pub fn prune(
     }
 }
 
-/// JSON view of a record.
-pub fn record_json(r: &AuditRecord) -> serde_json::Value {
-    serde_json::json!({
-        "seq": r.seq,
-        "time": format_rfc3339(r.at),
-        "request_id": r.request_id,
-        "principal": r.principal,
-        "roles": r.roles,
-        "method": r.method,
-        "route": r.route,
-        "body_sha256": r.body_sha256.map(hex::encode),
-        "status": r.status,
-        "latency_us": r.latency_us,
-        "detail": r.detail,
-        "prev_hash": hex::encode(r.prev_hash),
-        "hash": hex::encode(r.hash),
-    })
-}
-
-impl crate::pipeline::Pipeline {
-    /// Prunes the audit log by `audit.max_age` and `audit.max_records` once.
-    pub async fn prune_audit(&self) -> Result<u64, StoreError> {
-        let cfg = &self.config().audit;
-        let older_than = (!cfg.max_age.is_zero())
-            .then(|| self.now().saturating_sub(cfg.max_age.as_millis() as u64));
-        let keep = (cfg.max_records > 0).then_some(cfg.max_records);
-        if older_than.is_none() && keep.is_none() {
-            return Ok(0);
-        }
-        let (n, commit) = prune(self.store(), older_than, keep)?;
-        if let Some(c) = commit {
-            self.store().wait_durable(c).await?;
-        }
-        Ok(n)
-    }
-
-    /// Prunes every `audit.prune_interval` until shutdown.
-    pub async fn run_audit_pruning(self: std::sync::Arc<Self>) {
-        let every = self
-            .config()
-            .audit
-            .prune_interval
-            .max(std::time::Duration::from_secs(1));
-        loop {
-            match self.prune_audit().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "audit log pruned"),
-                Err(e) => tracing::error!(error = %e, "audit pruning failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.shutdown_token().cancelled() => return,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
+    use crate::store::Durability;
 
     fn draft(n: u64) -> AuditDraft {
         AuditDraft {

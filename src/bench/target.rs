@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::config::{Config, Durability};
+use crate::config::Config;
+use crate::store::Durability;
 use crate::tasks::submit::{validate, SubmitRequest};
 use crate::tasks::Submission;
 

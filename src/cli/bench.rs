@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::bench::{BenchOptions, TargetOptions};
-use crate::config::Durability;
+use crate::store::Durability;
 
 use crate::bench::MAX_CLIENTS;
 

@@ -20,6 +20,7 @@ pub use security::{
     RateLimitConfig,
 };
 
+use crate::store::Durability;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -113,26 +114,6 @@ impl Default for StoreConfig {
         StoreConfig {
             data_dir: PathBuf::from("forgeline-data"),
             durability: Durability::Sync,
-        }
-    }
-}
-
-/// How far an acknowledged write is guaranteed to have travelled.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// Flushed and fdatasync'd before the response (group commit).
-    Sync,
-    /// Left to sled's background flush (every 500 ms).
-    Relaxed,
-}
-
-impl Durability {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Durability::Sync => "sync",
-            Durability::Relaxed => "relaxed",
         }
     }
 }
@@ -529,12 +510,12 @@ impl Config {
             return bad("executor.pool_size must be above 0 when the executor is enabled".into());
         }
         for q in &self.executor.queues {
-            if crate::tasks::QueueName::parse(q).is_err() {
+            if crate::model::QueueName::parse(q).is_err() {
                 return bad(format!("executor.queues: {q:?} is not a valid queue name"));
             }
         }
         for (name, recipe) in &self.steps {
-            if crate::tasks::StepName::parse(name).is_err() {
+            if crate::model::StepName::parse(name).is_err() {
                 return bad(format!("steps.{name}: not a valid step name"));
             }
             if recipe.argv.is_empty() || recipe.argv[0].is_empty() {

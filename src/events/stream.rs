@@ -18,10 +18,9 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::model::{format_event_id, EventKind, EventRecord};
+use crate::model::{format_event_id, EventKind, EventRecord, TaskId};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::keys;
-use crate::tasks::TaskId;
 
 /// What a stream covers.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::{run_step, StepCommand, StepOutcome};
+use crate::model::{QueueName, StepSpec, TaskRecord, WorkerId};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::queue::{Failure, Grant, LeaseRequest};
-use crate::tasks::{QueueName, StepSpec, TaskRecord, WorkerId};
 use crate::workers::{AgentEvent, AgentEventKind};
 
 /// How long one lease request of an idle executor worker waits for work.
@@ -172,7 +172,7 @@ impl Executor {
     async fn run_steps(
         &self,
         task: &TaskRecord,
-        lease_id: crate::tasks::LeaseId,
+        lease_id: crate::model::LeaseId,
         token: u64,
         cancel: &CancellationToken,
     ) -> Result<usize, (String, bool)> {

@@ -6,106 +6,10 @@
 //! action (`allowed`, `sent_to_review`, `rejected`). Verdict and action are kept
 //! apart so a policy's effect can be measured: `forgeline_guardrail_decisions_total{policy,stage,verdict,action}`.
 
-pub mod enforce;
-
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Millis;
-use crate::store::Record;
-use crate::tasks::{RunId, TaskId};
-
-/// Where a policy is evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The submission (payload, labels).
-    Input,
-    /// A tool call an agent reports.
-    Tool,
-    /// The completion (result and step output).
-    Output,
-}
-
-impl Stage {
-    /// The label spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Input => "input",
-            Stage::Tool => "tool",
-            Stage::Output => "output",
-        }
-    }
-}
-
-/// What a matching policy says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Nothing found.
-    Allow,
-    /// Hold the task for a human.
-    Flag,
-    /// Refuse.
-    Block,
-}
-
-impl Verdict {
-    /// The label spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Flag => "flag",
-            Verdict::Block => "block",
-        }
-    }
-}
-
-/// What forgeline did about a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Let it through.
-    Allowed,
-    /// Let it through, then hold the result at the review gate.
-    SentToReview,
-    /// Refused (422 naming the policy).
-    Rejected,
-}
-
-impl Action {
-    /// The label spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allowed => "allowed",
-            Action::SentToReview => "sent_to_review",
-            Action::Rejected => "rejected",
-        }
-    }
-
-    /// The action enforced for a verdict.
-    pub fn for_verdict(v: Verdict) -> Action {
-        match v {
-            Verdict::Allow => Action::Allowed,
-            Verdict::Flag => Action::SentToReview,
-            Verdict::Block => Action::Rejected,
-        }
-    }
-}
-
-/// The kind of check a policy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckKind {
-    /// The subject is larger than `max_bytes`.
-    MaxBytes,
-    /// The subject matches `pattern` (a regex).
-    DenyPattern,
-    /// The subject contains a secret (the redaction patterns).
-    SecretScan,
-    /// A tool outside `tools` was called (tool stage only).
-    AllowTools,
-}
+use crate::model::{Action, CheckKind, Decision, Stage, Verdict};
 
 /// One `[[guardrails]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,38 +42,6 @@ pub struct PolicyConfig {
 pub struct Policy {
     config: PolicyConfig,
     regex: Option<Regex>,
-}
-
-/// A policy's decision about one subject.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
-    /// Policy id.
-    pub policy: String,
-    /// Stage.
-    pub stage: Stage,
-    /// Verdict.
-    pub verdict: Verdict,
-    /// Action enforced.
-    pub action: Action,
-    /// What matched (no secret text: a description).
-    pub reason: String,
-}
-
-/// A non-allow decision as stored under `G task seq`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredDecision {
-    /// Task.
-    pub task_id: TaskId,
-    /// Run, for tool and output decisions.
-    pub run_id: Option<RunId>,
-    /// When.
-    pub at: Millis,
-    /// The decision.
-    pub decision: Decision,
-}
-
-impl Record for StoredDecision {
-    const VERSION: u8 = 1;
 }
 
 /// Why the guardrail configuration is unusable.

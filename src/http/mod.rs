@@ -9,9 +9,7 @@ pub mod context;
 pub mod endpoint;
 pub mod error;
 pub mod health;
-pub mod openapi;
 pub mod query;
-mod routes;
 pub mod server;
 
 use std::sync::Arc;
@@ -23,7 +21,6 @@ pub use context::RequestContext;
 pub use endpoint::{endpoint, serve, Call};
 pub use error::ApiError;
 pub use health::Health;
-pub use routes::router;
 
 use crate::auth::{Authenticator, Route};
 use crate::pipeline::Pipeline;

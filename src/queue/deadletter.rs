@@ -2,11 +2,10 @@
 
 use serde_json::json;
 
-use crate::events::EventKind;
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::tasks::service::{load_task, Page, TaskFilter};
-use crate::tasks::transition::{append_event, move_to};
-use crate::tasks::{StateKind, TaskId, TaskRecord, TaskState};
+use crate::model::{EventKind, StateKind, TaskId, TaskRecord, TaskState};
+use crate::pipeline::transition::{append_event, move_to, Move, Note};
+use crate::pipeline::{load_task, Pipeline, PipelineError};
+use crate::tasks::service::{Page, TaskFilter};
 
 impl Pipeline {
     /// Dead tasks, newest first.
@@ -44,11 +43,12 @@ impl Pipeline {
                 txn,
                 out,
                 &task,
-                EventKind::TaskRequeued,
-                None,
-                now,
-                by,
-                false,
+                Note {
+                    kind: EventKind::TaskRequeued,
+                    run: None,
+                    at: now,
+                    data: by,
+                },
             )?;
             let to = TaskState::Queued { eligible_at: now };
             let why = json!({"reason": "requeued"});
@@ -56,11 +56,13 @@ impl Pipeline {
                 txn,
                 out,
                 &mut task,
-                to,
-                EventKind::TaskQueued,
-                None,
-                now,
-                why,
+                Move {
+                    to,
+                    event: EventKind::TaskQueued,
+                    run: None,
+                    at: now,
+                    data: why,
+                },
             )?;
             Ok(task)
         })

@@ -6,17 +6,15 @@ use futures_util::future::select_all;
 use serde_json::{json, Value};
 
 use crate::clock::{format_rfc3339, Millis};
-use crate::events::EventKind;
-use crate::guardrails::{enforce, Stage, Subject};
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{keys, Txn};
-use crate::tasks::service::{end_lease, finish_run, load_task};
-use crate::tasks::transition::move_to;
-use crate::tasks::{
-    LeaseId, LeaseRecord, LeaseRef, LeaseState, QueueName, RunId, RunOutcome, RunRecord,
-    ScheduleReason, TaskId, TaskRecord, TaskState, WorkerId,
+use crate::guardrails::Subject;
+use crate::model::{
+    EventKind, LeaseId, LeaseRecord, LeaseRef, LeaseState, QueueName, RunId, RunOutcome, RunRecord,
+    ScheduleReason, Stage, TaskId, TaskRecord, TaskState, WorkerId, WorkerStatus,
 };
-use crate::workers::{touch_worker, worker_done, WorkerStatus};
+use crate::pipeline::transition::{move_to, Move};
+use crate::pipeline::{end_lease, enforce, finish_run, load_task, Pipeline, PipelineError};
+use crate::store::{keys, Txn};
+use crate::workers::{touch_worker, worker_done};
 
 /// A lease request.
 #[derive(Debug, Clone)]
@@ -219,11 +217,13 @@ impl Pipeline {
                         txn,
                         out,
                         &mut task,
-                        TaskState::Failed { at: now, error },
-                        EventKind::TaskFailed,
-                        run_id,
-                        now,
-                        data,
+                        Move {
+                            to: TaskState::Failed { at: now, error },
+                            event: EventKind::TaskFailed,
+                            run: run_id,
+                            at: now,
+                            data,
+                        },
                     )?;
                     idle_worker(txn, &lease, now)?;
                     return Ok((task, run, decisions));
@@ -236,8 +236,8 @@ impl Pipeline {
                 stored.extend(
                     decisions
                         .iter()
-                        .filter(|d| d.action != crate::guardrails::Action::Allowed)
-                        .map(|d| crate::guardrails::StoredDecision {
+                        .filter(|d| d.action != crate::model::Action::Allowed)
+                        .map(|d| crate::model::StoredDecision {
                             task_id: task.id,
                             run_id,
                             at: now,
@@ -259,11 +259,13 @@ impl Pipeline {
                             txn,
                             out,
                             &mut task,
-                            TaskState::Completed { at: now },
-                            EventKind::TaskCompleted,
-                            run_id,
-                            now,
-                            data,
+                            Move {
+                                to: TaskState::Completed { at: now },
+                                event: EventKind::TaskCompleted,
+                                run: run_id,
+                                at: now,
+                                data,
+                            },
                         )?;
                     }
                 }
@@ -277,7 +279,7 @@ impl Pipeline {
                 .observe_task_end(&task, run.as_ref(), "failed", self.now());
             return Err(enforce::blocked(block));
         }
-        if task.state.kind() == crate::tasks::StateKind::Completed {
+        if task.state.kind() == crate::model::StateKind::Completed {
             self.metrics
                 .observe_task_end(&task, run.as_ref(), "completed", self.now());
         }
@@ -354,7 +356,18 @@ impl Pipeline {
                     run_outcome,
                     Some(failure.error.clone()),
                 )?;
-                move_to(txn, out, &mut task, to, kind, Some(lease.run_id), now, data)?;
+                move_to(
+                    txn,
+                    out,
+                    &mut task,
+                    Move {
+                        to,
+                        event: kind,
+                        run: Some(lease.run_id),
+                        at: now,
+                        data,
+                    },
+                )?;
                 idle_worker(txn, &lease, now)?;
                 Ok((task, run, label))
             })
@@ -384,11 +397,13 @@ impl Pipeline {
                 txn,
                 out,
                 &mut task,
-                TaskState::Queued { eligible_at: now },
-                EventKind::TaskQueued,
-                Some(lease.run_id),
-                now,
-                data,
+                Move {
+                    to: TaskState::Queued { eligible_at: now },
+                    event: EventKind::TaskQueued,
+                    run: Some(lease.run_id),
+                    at: now,
+                    data,
+                },
             )?;
             idle_worker(txn, &lease, now)?;
             Ok(task)
@@ -453,7 +468,7 @@ impl Pipeline {
 /// is stale (the caller drops it).
 fn grant_one(
     txn: &mut Txn<'_>,
-    out: &mut Vec<crate::events::EventRecord>,
+    out: &mut Vec<crate::model::EventRecord>,
     key: &[u8],
     req: &LeaseRequest,
     now: Millis,
@@ -522,11 +537,13 @@ fn grant_one(
         txn,
         out,
         &mut task,
-        to,
-        EventKind::TaskLeased,
-        Some(run_id),
-        now,
-        data,
+        Move {
+            to,
+            event: EventKind::TaskLeased,
+            run: Some(run_id),
+            at: now,
+            data,
+        },
     )?;
     Ok(Some(Grant { lease, task, run }))
 }

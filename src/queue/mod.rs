@@ -4,7 +4,6 @@
 
 mod deadletter;
 mod lease;
-pub mod routes;
 mod timers;
 
 pub use lease::{retry_delay, Failure, Grant, LeaseRequest};

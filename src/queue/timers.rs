@@ -8,14 +8,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::clock::{format_rfc3339, Millis};
-use crate::events::{EventKind, EventRecord};
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{keys, Txn};
-use crate::tasks::service::{end_lease, finish_run};
-use crate::tasks::transition::{append_event, move_to};
-use crate::tasks::{
-    LeaseId, LeaseRecord, LeaseState, RunOutcome, StateKind, TaskId, TaskRecord, TaskState,
+use crate::model::{
+    EventKind, EventRecord, LeaseId, LeaseRecord, LeaseState, RunOutcome, StateKind, TaskId,
+    TaskRecord, TaskState,
 };
+use crate::pipeline::transition::{append_event, move_to, Move, Note};
+use crate::pipeline::{end_lease, finish_run, Pipeline, PipelineError};
+use crate::store::{keys, Txn};
 
 /// Most entries handled in one write.
 const TIMER_BATCH: usize = 256;
@@ -88,19 +87,21 @@ impl Pipeline {
                             }
                         };
                         let why = match reason {
-                            crate::tasks::ScheduleReason::Delayed => "eligible",
-                            crate::tasks::ScheduleReason::Retry => "retry",
+                            crate::model::ScheduleReason::Delayed => "eligible",
+                            crate::model::ScheduleReason::Retry => "retry",
                         };
                         let to = TaskState::Queued { eligible_at: *at };
                         move_to(
                             txn,
                             out,
                             &mut task,
-                            to,
-                            EventKind::TaskQueued,
-                            None,
-                            now,
-                            json!({"reason": why}),
+                            Move {
+                                to,
+                                event: EventKind::TaskQueued,
+                                run: None,
+                                at: now,
+                                data: json!({"reason": why}),
+                            },
                         )?;
                         moved += 1;
                     }
@@ -161,11 +162,13 @@ impl Pipeline {
                                     txn,
                                     out,
                                     &mut task,
-                                    to,
-                                    EventKind::TaskQueued,
-                                    Some(l.run_id),
-                                    now,
-                                    json!({"reason": "reconciled"}),
+                                    Move {
+                                        to,
+                                        event: EventKind::TaskQueued,
+                                        run: Some(l.run_id),
+                                        at: now,
+                                        data: json!({"reason": "reconciled"}),
+                                    },
                                 )?;
                                 n += 1;
                             }
@@ -263,11 +266,12 @@ fn expire(
         txn,
         out,
         &task,
-        EventKind::LeaseExpired,
-        Some(lease.run_id),
-        now,
-        info,
-        false,
+        Note {
+            kind: EventKind::LeaseExpired,
+            run: Some(lease.run_id),
+            at: now,
+            data: info,
+        },
     )?;
     task.last_error = Some(format!("lease {lease_id} held by {} expired", lease.worker));
     if task.budget_used >= task.max_attempts {
@@ -277,11 +281,13 @@ fn expire(
             txn,
             out,
             &mut task,
-            TaskState::Dead { at: now, error },
-            EventKind::TaskDeadLettered,
-            Some(lease.run_id),
-            now,
-            data,
+            Move {
+                to: TaskState::Dead { at: now, error },
+                event: EventKind::TaskDeadLettered,
+                run: Some(lease.run_id),
+                at: now,
+                data,
+            },
         )?;
     } else {
         let to = TaskState::Queued { eligible_at: now };
@@ -289,11 +295,13 @@ fn expire(
             txn,
             out,
             &mut task,
-            to,
-            EventKind::TaskQueued,
-            Some(lease.run_id),
-            now,
-            json!({"reason": "lease_expired"}),
+            Move {
+                to,
+                event: EventKind::TaskQueued,
+                run: Some(lease.run_id),
+                at: now,
+                data: json!({"reason": "lease_expired"}),
+            },
         )?;
     }
     Ok(())

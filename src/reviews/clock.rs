@@ -4,17 +4,16 @@
 
 use serde_json::json;
 
-use super::model::{Assignment, Outcome, Ticket, TicketId, TicketState, Vote};
 use super::service::{load_ticket, SYSTEM};
 use crate::audit::AuditDraft;
 use crate::clock::Millis;
 use crate::config::TimeoutAction;
-use crate::events::EventKind;
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::model::{
+    Assignment, EventKind, Outcome, StateKind, TaskState, Ticket, TicketId, TicketState, Vote,
+};
+use crate::pipeline::transition::{append_event, move_to, Move, Note};
+use crate::pipeline::{load_task, Pipeline, PipelineError};
 use crate::store::keys;
-use crate::tasks::service::load_task;
-use crate::tasks::transition::{append_event, move_to};
-use crate::tasks::{StateKind, TaskState};
 
 /// What one run of the clock did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,7 +72,7 @@ impl Pipeline {
                         if until <= now {
                             t.state = TicketState::Open;
                             let data = json!({"ticket_id": t.id.to_string(), "what": "claim", "by": by});
-                            append_event(txn, out, &task, EventKind::ReviewExpired, Some(t.run_id), now, data, false)?;
+                            append_event(txn, out, &task, Note { kind: EventKind::ReviewExpired, run: Some(t.run_id), at: now, data })?;
                             report.claims_expired += 1;
                         }
                     }
@@ -82,7 +81,7 @@ impl Pipeline {
                         t.sla_breached = true;
                         self.metrics.review_sla_breach(t.queue.as_str());
                         let data = json!({"ticket_id": t.id.to_string(), "what": "sla", "action": timeout_name(action)});
-                        append_event(txn, out, &task, EventKind::ReviewExpired, Some(t.run_id), now, data, false)?;
+                        append_event(txn, out, &task, Note { kind: EventKind::ReviewExpired, run: Some(t.run_id), at: now, data })?;
                         match action {
                             TimeoutAction::Escalate => {
                                 t.escalated = true;
@@ -97,7 +96,7 @@ impl Pipeline {
                                     t.assignments.push(Assignment { to: to.clone(), by: SYSTEM.into(), at: now, first });
                                     t.state = TicketState::Assigned { to: to.clone(), by: SYSTEM.into() };
                                     let data = json!({"ticket_id": t.id.to_string(), "to": to, "by": SYSTEM, "kind": "escalation", "first": first});
-                                    append_event(txn, out, &task, EventKind::ReviewAssigned, Some(t.run_id), now, data, false)?;
+                                    append_event(txn, out, &task, Note { kind: EventKind::ReviewAssigned, run: Some(t.run_id), at: now, data })?;
                                 }
                             }
                             TimeoutAction::AutoReject => {
@@ -126,7 +125,7 @@ impl Pipeline {
                                 if task.state.kind() == StateKind::AwaitingReview {
                                     task.budget_used = 0;
                                     let data = json!({"reason": "review_timeout", "ticket_id": t.id.to_string()});
-                                    move_to(txn, out, &mut task, TaskState::Queued { eligible_at: now }, EventKind::TaskQueued, Some(t.run_id), now, data)?;
+                                    move_to(txn, out, &mut task, Move { to: TaskState::Queued { eligible_at: now }, event: EventKind::TaskQueued, run: Some(t.run_id), at: now, data })?;
                                 }
                             }
                         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::model::{Outcome, Ticket, TicketId, TicketState};
 use super::service::SYSTEM;
 use crate::clock::{format_rfc3339, Millis};
+use crate::model::{Outcome, Ticket, TicketId, TicketState};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::keys;
 

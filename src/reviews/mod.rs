@@ -4,13 +4,8 @@
 
 mod clock;
 mod metrics;
-mod model;
-pub mod routes;
 mod service;
 
 pub use clock::ClockReport;
 pub use metrics::{bucket_labels, bucket_of, percentile, short};
-pub use model::{Assignment, Outcome, Ticket, TicketId, TicketState, Vote};
-pub use service::{
-    decisions_of, dossier_hash, flagged_by, task_brief, ticket_json, MAX_COMMENT_LEN, SYSTEM,
-};
+pub use service::{decisions_of, dossier_hash, flagged_by, MAX_COMMENT_LEN, SYSTEM};

@@ -4,17 +4,15 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::model::{Assignment, Outcome, Ticket, TicketId, TicketState, Vote};
 use crate::clock::{format_rfc3339, Millis};
 use crate::config::RejectAction;
-use crate::events::{EventKind, EventRecord};
-use crate::guardrails::{StoredDecision, Verdict};
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::model::{
+    step_spec_json, Assignment, EventKind, EventRecord, Outcome, RunRecord, StateKind,
+    StoredDecision, TaskId, TaskRecord, TaskState, Ticket, TicketId, TicketState, Verdict, Vote,
+};
+use crate::pipeline::transition::{append_event, move_to, Move, Note};
+use crate::pipeline::{load_task, Pipeline, PipelineError};
 use crate::store::{keys, Txn};
-use crate::tasks::service::load_task;
-use crate::tasks::transition::{append_event, move_to};
-use crate::tasks::view::{state_detail, step_spec_json};
-use crate::tasks::{RunRecord, StateKind, TaskId, TaskRecord, TaskState};
 
 /// Longest decision comment.
 pub const MAX_COMMENT_LEN: usize = 4096;
@@ -150,11 +148,13 @@ impl Pipeline {
             txn,
             out,
             task,
-            to,
-            EventKind::ReviewRequested,
-            Some(run.id),
-            now,
-            data,
+            Move {
+                to,
+                event: EventKind::ReviewRequested,
+                run: Some(run.id),
+                at: now,
+                data,
+            },
         )?;
         Ok(ticket)
     }
@@ -252,11 +252,12 @@ impl Pipeline {
             txn,
             out,
             &task,
-            EventKind::ReviewAssigned,
-            Some(t.run_id),
-            now,
-            data,
-            false,
+            Note {
+                kind: EventKind::ReviewAssigned,
+                run: Some(t.run_id),
+                at: now,
+                data,
+            },
         )?;
         Ok(first)
     }
@@ -283,7 +284,7 @@ impl Pipeline {
             save(txn, &t)?;
             let task = load_task(txn, t.task_id)?;
             let data = json!({"ticket_id": id.to_string(), "to": null, "by": reviewer, "kind": "released", "first": false});
-            append_event(txn, out, &task, EventKind::ReviewAssigned, Some(t.run_id), now, data, false)?;
+            append_event(txn, out, &task, Note { kind: EventKind::ReviewAssigned, run: Some(t.run_id), at: now, data })?;
             Ok(t)
         })
         .await
@@ -397,11 +398,12 @@ impl Pipeline {
             txn,
             out,
             &task,
-            EventKind::ReviewDecided,
-            Some(t.run_id),
-            now,
-            data,
-            false,
+            Note {
+                kind: EventKind::ReviewDecided,
+                run: Some(t.run_id),
+                at: now,
+                data,
+            },
         )?;
         if !decided {
             // One of N approvals: the next reviewer may take it.
@@ -424,11 +426,13 @@ impl Pipeline {
                     txn,
                     out,
                     &mut task,
-                    TaskState::Completed { at: now },
-                    EventKind::TaskCompleted,
-                    run,
-                    now,
-                    json!({"ticket_id": t.id.to_string(), "approved_by": t.votes.iter().map(|v| v.by.clone()).collect::<Vec<_>>()}),
+                    Move {
+                        to: TaskState::Completed { at: now },
+                        event: EventKind::TaskCompleted,
+                        run,
+                        at: now,
+                        data: json!({"ticket_id": t.id.to_string(), "approved_by": t.votes.iter().map(|v| v.by.clone()).collect::<Vec<_>>()}),
+                    },
                 )?;
             }
             Outcome::Rejected if policy.on_reject == RejectAction::Requeue => {
@@ -437,11 +441,13 @@ impl Pipeline {
                     txn,
                     out,
                     &mut task,
-                    TaskState::Queued { eligible_at: now },
-                    EventKind::TaskQueued,
-                    run,
-                    now,
-                    json!({"reason": "review_rejected", "ticket_id": t.id.to_string()}),
+                    Move {
+                        to: TaskState::Queued { eligible_at: now },
+                        event: EventKind::TaskQueued,
+                        run,
+                        at: now,
+                        data: json!({"reason": "review_rejected", "ticket_id": t.id.to_string()}),
+                    },
                 )?;
             }
             Outcome::Rejected => {
@@ -458,14 +464,16 @@ impl Pipeline {
                     txn,
                     out,
                     &mut task,
-                    TaskState::Failed {
+                    Move {
+                        to: TaskState::Failed {
+                            at: now,
+                            error: error.clone(),
+                        },
+                        event: EventKind::TaskFailed,
+                        run,
                         at: now,
-                        error: error.clone(),
+                        data: json!({"error": error, "retryable": false, "ticket_id": t.id.to_string()}),
                     },
-                    EventKind::TaskFailed,
-                    run,
-                    now,
-                    json!({"error": error, "retryable": false, "ticket_id": t.id.to_string()}),
                 )?;
             }
             Outcome::ChangesRequested => {
@@ -475,11 +483,13 @@ impl Pipeline {
                     txn,
                     out,
                     &mut task,
-                    TaskState::Queued { eligible_at: now },
-                    EventKind::TaskQueued,
-                    run,
-                    now,
-                    json!({"reason": "changes_requested", "ticket_id": t.id.to_string(), "comment": comment}),
+                    Move {
+                        to: TaskState::Queued { eligible_at: now },
+                        event: EventKind::TaskQueued,
+                        run,
+                        at: now,
+                        data: json!({"reason": "changes_requested", "ticket_id": t.id.to_string(), "comment": comment}),
+                    },
                 )?;
             }
         }
@@ -561,44 +571,4 @@ impl Pipeline {
             })
         }))
     }
-}
-
-/// The JSON view of a ticket.
-pub fn ticket_json(t: &Ticket, now: Millis) -> serde_json::Value {
-    json!({
-        "id": t.id.to_string(),
-        "task_id": t.task_id.to_string(),
-        "run_id": t.run_id.to_string(),
-        "queue": t.queue.as_str(),
-        "priority": t.priority,
-        "state": t.state.as_str(),
-        "outcome": t.outcome().map(|o| o.as_str()),
-        "holder": t.state.holder(),
-        "claim_expires_at": match &t.state { TicketState::Claimed { until, .. } => Some(format_rfc3339(*until)), _ => None },
-        "dossier_hash": hex::encode(t.dossier_hash),
-        "flagged_by": t.flagged_by,
-        "review_required": t.review_required,
-        "required_approvals": t.required_approvals,
-        "approvals": t.approvals(),
-        "created_at": format_rfc3339(t.created_at),
-        "age_seconds": now.saturating_sub(t.created_at) / 1000,
-        "first_assigned_at": t.first_assigned_at.map(format_rfc3339),
-        "closed_at": t.closed_at.map(format_rfc3339),
-        "due_at": format_rfc3339(t.due_at),
-        "sla_breached": t.sla_breached,
-        "escalated": t.escalated,
-        "votes": t.votes.iter().map(|v| json!({"by": v.by, "outcome": v.outcome.as_str(), "comment": v.comment, "at": format_rfc3339(v.at)})).collect::<Vec<_>>(),
-        "assignments": t.assignments.iter().map(|a| json!({"to": a.to, "by": a.by, "at": format_rfc3339(a.at), "first": a.first})).collect::<Vec<_>>(),
-    })
-}
-
-/// The task summary shown with a ticket.
-pub fn task_brief(task: &TaskRecord) -> serde_json::Value {
-    json!({
-        "id": task.id.to_string(),
-        "state": task.state.kind().as_str(),
-        "state_detail": state_detail(&task.state),
-        "submitted_by": task.submitted_by,
-        "labels": task.labels,
-    })
 }

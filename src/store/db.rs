@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::codec::{decode, encode, CodecError, Record};
 use super::commit::{Applied, Committer, Durable};
 use super::keys;
-use crate::config::Durability;
+use super::Durability;
 
 /// The schema version this build writes. Bump it with a migration when the key
 /// layout changes (record formats carry their own version byte).

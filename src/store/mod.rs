@@ -9,8 +9,10 @@
 mod codec;
 mod commit;
 mod db;
+mod durability;
 pub mod keys;
 
 pub use codec::{decode, encode, CodecError, Record};
 pub use commit::Durable;
 pub use db::{Commit, Store, StoreError, Txn, SCHEMA_VERSION};
+pub use durability::Durability;

@@ -4,17 +4,15 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::ids::{RunId, TaskId};
-use super::model::{
-    IdempotencyRecord, LeaseRecord, LeaseState, RunOutcome, RunRecord, StateKind, TaskRecord,
-    TaskState,
-};
 use super::submit::NewTask;
-use super::transition::{self, append_event, move_to};
-use crate::events::{EventKind, EventRecord};
-use crate::guardrails::{enforce, Stage, Subject};
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{keys, Txn};
+use crate::guardrails::Subject;
+use crate::model::{
+    EventKind, EventRecord, IdempotencyRecord, RunId, RunOutcome, RunRecord, Stage, StateKind,
+    TaskId, TaskRecord, TaskState,
+};
+use crate::pipeline::transition::{self, append_event, move_to, Move, Note};
+use crate::pipeline::{end_lease, enforce, finish_run, load_task, Pipeline, PipelineError};
+use crate::store::keys;
 
 /// Most rows one list page examines before it returns a cursor (so that a
 /// sparse filter cannot turn one request into a full scan).
@@ -102,7 +100,7 @@ impl Pipeline {
             let state = match t.eligible_at {
                 Some(at) => TaskState::Scheduled {
                     eligible_at: at,
-                    reason: super::model::ScheduleReason::Delayed,
+                    reason: crate::model::ScheduleReason::Delayed,
                 },
                 None => TaskState::Queued { eligible_at: now },
             };
@@ -146,7 +144,7 @@ impl Pipeline {
                 "review_required": task.review.required,
                 "submitted_by": task.submitted_by,
             });
-            append_event(txn, out, &task, EventKind::TaskSubmitted, None, now, submitted, false)?;
+            append_event(txn, out, &task, Note { kind: EventKind::TaskSubmitted, run: None, at: now, data: submitted })?;
             let (kind, data) = match &task.state {
                 TaskState::Scheduled { eligible_at, .. } => (
                     EventKind::TaskScheduled,
@@ -154,7 +152,7 @@ impl Pipeline {
                 ),
                 _ => (EventKind::TaskQueued, json!({"reason": "submitted"})),
             };
-            append_event(txn, out, &task, kind, None, now, data, true)?;
+            transition::entered(txn, out, &task, Note { kind, run: None, at: now, data })?;
             enforce::record(txn, out, &task, None, &decisions, now)?;
             Ok(Submitted::Created(task))
         })
@@ -347,11 +345,13 @@ impl Pipeline {
                 txn,
                 out,
                 &mut task,
-                to,
-                EventKind::TaskCancelled,
-                run,
-                now,
-                json!({"by": by, "reason": reason}),
+                Move {
+                    to,
+                    event: EventKind::TaskCancelled,
+                    run,
+                    at: now,
+                    data: json!({"by": by, "reason": reason}),
+                },
             )?;
             Ok(task)
         })
@@ -400,52 +400,4 @@ impl Pipeline {
         }
         Ok(out)
     }
-}
-
-/// Loads a task inside a write.
-pub(crate) fn load_task(txn: &Txn<'_>, id: TaskId) -> Result<TaskRecord, PipelineError> {
-    txn.get::<TaskRecord>(&keys::task(&id.to_bytes()))?
-        .ok_or_else(|| PipelineError::not_found("task", id))
-}
-
-/// Marks a lease ended and drops its deadline entry.
-pub(crate) fn end_lease(
-    txn: &mut Txn<'_>,
-    lease_id: super::LeaseId,
-    now: u64,
-    how: &str,
-) -> Result<Option<LeaseRecord>, PipelineError> {
-    let key = keys::lease(&lease_id.to_bytes());
-    let Some(mut lease) = txn.get::<LeaseRecord>(&key)? else {
-        return Ok(None);
-    };
-    if lease.state == LeaseState::Active {
-        txn.delete(keys::deadline(lease.deadline, &lease_id.to_bytes()));
-        lease.state = LeaseState::Ended {
-            at: now,
-            how: how.to_string(),
-        };
-        txn.put(key, &lease)?;
-    }
-    Ok(Some(lease))
-}
-
-/// Records how a run ended.
-pub(crate) fn finish_run(
-    txn: &mut Txn<'_>,
-    run_id: RunId,
-    now: u64,
-    outcome: RunOutcome,
-    error: Option<String>,
-) -> Result<Option<RunRecord>, PipelineError> {
-    let key = keys::run(&run_id.to_bytes());
-    let Some(mut run) = txn.get::<RunRecord>(&key)? else {
-        return Ok(None);
-    };
-    run.ended_at = Some(now);
-    run.outcome = Some(outcome);
-    run.error = error;
-    txn.put(key, &run)?;
-    crate::pipeline::note_run_ended(&run);
-    Ok(Some(run))
 }

@@ -6,10 +6,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::ids::{QueueName, StepName};
-use super::model::{ReviewRequest, StepSpec};
 use crate::clock::{parse_rfc3339, Millis};
 use crate::config::{is_contained_relative, Config};
+use crate::model::{QueueName, ReviewRequest, StepName, StepSpec};
 use crate::pipeline::PipelineError;
 
 /// Queue used when a submission names none.

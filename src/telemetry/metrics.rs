@@ -12,8 +12,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::events::{EventKind, EventRecord};
-use crate::tasks::{RunRecord, TaskRecord};
+use crate::model::{EventKind, EventRecord, RunRecord, TaskRecord};
 
 /// Distinct queue label values before new queues share `_other`.
 pub const MAX_QUEUE_LABELS: usize = 200;
@@ -374,7 +373,7 @@ impl Metrics {
         for kind in ["first", "reassign"] {
             m.review_assignments.with_label_values(&[kind]);
         }
-        for o in crate::reviews::Outcome::ALL {
+        for o in crate::model::Outcome::ALL {
             m.review_latency.with_label_values(&[o.as_str()]);
         }
         #[cfg(target_os = "linux")]
@@ -528,7 +527,7 @@ impl Metrics {
     }
 
     /// One guardrail decision.
-    pub fn guardrail_decision(&self, d: &crate::guardrails::Decision) {
+    pub fn guardrail_decision(&self, d: &crate::model::Decision) {
         self.guardrail_decisions
             .with_label_values(&[
                 &d.policy,
@@ -552,7 +551,7 @@ impl Metrics {
     }
 
     /// One reviewer's verdict.
-    pub fn review_vote(&self, reviewer: &str, outcome: crate::reviews::Outcome) {
+    pub fn review_vote(&self, reviewer: &str, outcome: crate::model::Outcome) {
         let r = self.reviewer_label(reviewer);
         self.review_decisions
             .with_label_values(&[r, outcome.as_str()])
@@ -560,7 +559,7 @@ impl Metrics {
     }
 
     /// A ticket decided `ms` after it opened.
-    pub fn review_decided(&self, outcome: crate::reviews::Outcome, ms: u64) {
+    pub fn review_decided(&self, outcome: crate::model::Outcome, ms: u64) {
         self.review_latency
             .with_label_values(&[outcome.as_str()])
             .observe(ms as f64 / 1000.0);

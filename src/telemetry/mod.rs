@@ -10,37 +10,3 @@ pub use traces::{SpanCtx, Traces};
 pub use metrics::{
     Metrics, DURATION_BUCKETS, HTTP_BUCKETS, MAX_QUEUE_LABELS, OTHER_LABEL, QUEUE_WAIT_BUCKETS,
 };
-
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::tasks::StateKind;
-
-/// Sets the gauges that are read from the store at scrape time: task counts
-/// by state and queue, queue depth, oldest ready task per queue, store size.
-pub fn refresh_gauges(p: &Pipeline) -> Result<(), PipelineError> {
-    let m = p.metrics();
-    m.tasks.reset();
-    m.queue_depth.reset();
-    for ((state, queue), n) in p.task_counts()? {
-        let q = m.queue_label(&queue);
-        m.tasks
-            .with_label_values(&[state.as_str(), q])
-            .add(n as i64);
-        if state == StateKind::Queued {
-            m.queue_depth.with_label_values(&[q]).add(n as i64);
-        }
-    }
-    m.queue_oldest_age.reset();
-    let now = p.now();
-    for (queue, eligible_at) in p.oldest_ready()? {
-        let age = now.saturating_sub(eligible_at) as f64 / 1000.0;
-        let q = m.queue_label(&queue);
-        // Queues past the label cap share `_other`: it shows the oldest of them.
-        let g = m.queue_oldest_age.with_label_values(&[q]);
-        if age > g.get() {
-            g.set(age);
-        }
-    }
-    m.store_size.set(p.store().size_on_disk() as i64);
-    p.refresh_review_gauges()?;
-    Ok(())
-}

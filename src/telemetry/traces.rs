@@ -35,8 +35,7 @@ use opentelemetry_sdk::Resource;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Millis;
-use crate::events::{EventKind, EventRecord};
-use crate::tasks::{RunOutcome, RunRecord, TaskRecord};
+use crate::model::{EventKind, EventRecord, RunOutcome, RunRecord, TaskRecord};
 
 /// Entries kept for open agent and review spans before the oldest are dropped.
 const MAX_OPEN_SPANS: usize = 10_000;
@@ -151,7 +150,7 @@ fn derived_span_id(trace: TraceId, parts: &[&[u8]]) -> SpanId {
 }
 
 /// The span id of a run (the parent of its steps and agent spans).
-pub fn run_span(task: &SpanCtx, run_id: &crate::tasks::RunId) -> SpanCtx {
+pub fn run_span(task: &SpanCtx, run_id: &crate::model::RunId) -> SpanCtx {
     task.derived(&[b"run", &run_id.to_bytes()])
 }
 
@@ -388,15 +387,15 @@ impl Traces {
         &self,
         events: &[EventRecord],
         ended_runs: &[RunRecord],
-        task_of: impl Fn(&crate::tasks::TaskId) -> Option<TaskRecord>,
+        task_of: impl Fn(&crate::model::TaskId) -> Option<TaskRecord>,
     ) {
         let Some(x) = &self.exporting else { return };
         if events.is_empty() && ended_runs.is_empty() {
             return;
         }
-        let mut tasks: HashMap<crate::tasks::TaskId, Option<(SpanCtx, TaskRecord)>> =
+        let mut tasks: HashMap<crate::model::TaskId, Option<(SpanCtx, TaskRecord)>> =
             HashMap::new();
-        let mut task_ctx = |id: &crate::tasks::TaskId| {
+        let mut task_ctx = |id: &crate::model::TaskId| {
             tasks
                 .entry(*id)
                 .or_insert_with(|| {

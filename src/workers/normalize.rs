@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use crate::clock::{parse_rfc3339, Millis};
-use crate::tasks::{StepName, TaskId};
+use crate::model::{StepName, TaskId, WorkerStatus};
 
 /// A normalisation failure (422), naming the offending key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -391,32 +391,6 @@ pub fn normalize_event(value: &Value) -> Result<AgentEvent, ShapeError> {
         timestamp,
         attributes: m,
     })
-}
-
-/// A worker's self-reported status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerStatus {
-    /// Waiting for work.
-    Idle,
-    /// Working on `current_task`.
-    Busy,
-    /// Finishing its work before it stops.
-    Draining,
-    /// Stopped.
-    Offline,
-}
-
-impl WorkerStatus {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerStatus::Idle => "idle",
-            WorkerStatus::Busy => "busy",
-            WorkerStatus::Draining => "draining",
-            WorkerStatus::Offline => "offline",
-        }
-    }
 }
 
 /// A normalised status report.

@@ -1,16 +1,15 @@
 //! The worker projection and the worker event intake.
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
-use super::normalize::{AgentEvent, AgentEventKind, StatusReport, WorkerStatus};
+use super::normalize::{AgentEvent, AgentEventKind, StatusReport};
 use crate::clock::Millis;
-use crate::events::EventKind;
-use crate::guardrails::{enforce, Decision, Stage, Subject, Verdict};
-use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{keys, Record, StoreError, Txn};
-use crate::tasks::transition::{append_event, move_to};
-use crate::tasks::{LeaseId, RunRecord, StepResult, TaskId, TaskState, WorkerId};
+use crate::guardrails::Subject;
+use crate::model::{
+    Decision, EventKind, LeaseId, RunRecord, Stage, StepResult, TaskId, TaskState, Verdict,
+    WorkerId, WorkerRecord, WorkerStatus,
+};
+use crate::pipeline::transition::{append_event, move_to, Move, Note};
+use crate::pipeline::{enforce, Pipeline, PipelineError};
+use crate::store::{keys, StoreError, Txn};
 
 /// What `report_events` stored and what the guardrails said.
 #[derive(Debug, Clone)]
@@ -19,25 +18,6 @@ pub struct Reported {
     pub event_ids: Vec<u64>,
     /// Flags raised by tool-stage policies (blocks are errors).
     pub guardrails: Vec<Decision>,
-}
-
-/// A worker's last known status, stored under `W id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerRecord {
-    /// Worker id.
-    pub id: String,
-    /// Status.
-    pub status: WorkerStatus,
-    /// The task it works on.
-    pub current_task: Option<TaskId>,
-    /// Free text from its last report.
-    pub detail: Option<String>,
-    /// Last report or lease call.
-    pub last_seen: Millis,
-}
-
-impl Record for WorkerRecord {
-    const VERSION: u8 = 1;
 }
 
 /// Updates the projection from a lease call. When `finished` is given, the
@@ -93,7 +73,7 @@ impl Pipeline {
         let now = self.now();
         self.commit(|txn, _| {
             if let Some(t) = report.current_task {
-                let task = txn.get::<crate::tasks::TaskRecord>(&keys::task(&t.to_bytes()))?;
+                let task = txn.get::<crate::model::TaskRecord>(&keys::task(&t.to_bytes()))?;
                 if task.is_none() {
                     let msg = format!("no task with id {t}");
                     return Err(PipelineError::invalid("current_task", msg));
@@ -179,14 +159,26 @@ impl Pipeline {
                             txn,
                             out,
                             &mut task,
-                            TaskState::Verifying(l),
-                            kind,
-                            Some(run.id),
-                            now,
-                            data,
+                            Move {
+                                to: TaskState::Verifying(l),
+                                event: kind,
+                                run: Some(run.id),
+                                at: now,
+                                data,
+                            },
                         )?;
                     } else {
-                        append_event(txn, out, &task, kind, Some(run.id), now, data, false)?;
+                        append_event(
+                            txn,
+                            out,
+                            &task,
+                            Note {
+                                kind,
+                                run: Some(run.id),
+                                at: now,
+                                data,
+                            },
+                        )?;
                     }
                     ids.push(out.last().map(|r| r.id).unwrap_or_default());
                 }
@@ -279,15 +271,4 @@ fn apply_to_run(run: &mut RunRecord, e: &AgentEvent, now: Millis) {
         }
         AgentEventKind::ToolInvoked | AgentEventKind::AgentFinished => {}
     }
-}
-
-/// JSON view of a worker.
-pub fn worker_json(w: &WorkerRecord) -> serde_json::Value {
-    json!({
-        "id": w.id,
-        "status": w.status.as_str(),
-        "current_task": w.current_task.map(|t| t.to_string()),
-        "detail": w.detail,
-        "last_seen": crate::clock::format_rfc3339(w.last_seen),
-    })
 }

@@ -281,7 +281,7 @@ async fn the_cli_finds_a_tampered_record_in_a_stopped_servers_store() {
 
     {
         let store =
-            forgeline::store::Store::open(&data_dir, forgeline::config::Durability::Sync).unwrap();
+            forgeline::store::Store::open(&data_dir, forgeline::store::Durability::Sync).unwrap();
         let _ = store
             .write(|t| {
                 let key = forgeline::store::keys::audit(2);

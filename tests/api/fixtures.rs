@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use forgeline::app::App;
 use forgeline::clock::ManualClock;
-use forgeline::config::{Config, Durability};
-use forgeline::tasks::TaskId;
+use forgeline::config::Config;
+use forgeline::model::TaskId;
+use forgeline::store::Durability;
 use serde_json::Value;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -102,7 +103,7 @@ async fn check_fixture(name: &str) {
     let running = TaskId::parse(manifest["tasks"]["running"]["id"].as_str().unwrap()).unwrap();
     let t = p.task(running).unwrap();
     let lease_id = t.state.lease().expect("still leased").lease_id;
-    let lease: forgeline::tasks::LeaseRecord = p
+    let lease: forgeline::model::LeaseRecord = p
         .store()
         .get(&forgeline::store::keys::lease(&lease_id.to_bytes()))
         .unwrap()

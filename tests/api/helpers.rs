@@ -7,8 +7,9 @@ use std::time::Duration;
 use forgeline::app::App;
 use forgeline::auth::{Authenticator, Role, RoleSet};
 use forgeline::clock::{Clock, ManualClock, SystemClock};
-use forgeline::config::{Config, Durability};
+use forgeline::config::Config;
 use forgeline::pipeline::Pipeline;
+use forgeline::store::Durability;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -334,9 +335,9 @@ pub fn kinds(events: &[Sse]) -> Vec<String> {
 /// A guardrail policy with no queue filter, limit, pattern or tool list.
 pub fn policy(
     id: &str,
-    kind: forgeline::guardrails::CheckKind,
-    stages: &[forgeline::guardrails::Stage],
-    verdict: forgeline::guardrails::Verdict,
+    kind: forgeline::model::CheckKind,
+    stages: &[forgeline::model::Stage],
+    verdict: forgeline::model::Verdict,
 ) -> forgeline::guardrails::PolicyConfig {
     forgeline::guardrails::PolicyConfig {
         id: id.into(),

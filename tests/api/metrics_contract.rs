@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use forgeline::config::{Config, QueueReview, Span, TimeoutAction};
-use forgeline::guardrails::{CheckKind, Stage, Verdict};
+use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::json;
 

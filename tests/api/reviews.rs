@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use forgeline::auth::Role;
 use forgeline::config::{Config, QueueReview, Span, TimeoutAction};
-use forgeline::guardrails::{CheckKind, Stage, Verdict};
+use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

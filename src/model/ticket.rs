@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Millis;
+use crate::model::{QueueName, RunId, TaskId};
 use crate::store::Record;
-use crate::tasks::{QueueName, RunId, TaskId};
 
-crate::tasks::ulid_id!(
+crate::model::ulid_id!(
     /// A review ticket's id.
     TicketId,
     "ticket id"

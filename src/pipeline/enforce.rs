@@ -3,13 +3,13 @@
 
 use serde_json::json;
 
-use super::{Action, Decision, StoredDecision, Verdict};
+use super::transition::{append_event, Note};
+use super::{Pipeline, PipelineError};
 use crate::clock::Millis;
-use crate::events::{EventKind, EventRecord};
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::model::{
+    Action, Decision, EventKind, EventRecord, RunId, StoredDecision, TaskRecord, Verdict,
+};
 use crate::store::{keys, Txn};
-use crate::tasks::transition::append_event;
-use crate::tasks::{RunId, TaskRecord};
 
 /// The first blocking decision, if any.
 pub fn blocking(decisions: &[Decision]) -> Option<&Decision> {
@@ -60,11 +60,12 @@ pub fn record(
             txn,
             out,
             task,
-            EventKind::GuardrailTriggered,
-            run_id,
-            now,
-            data,
-            false,
+            Note {
+                kind: EventKind::GuardrailTriggered,
+                run: run_id,
+                at: now,
+                data,
+            },
         )?;
     }
     Ok(())

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{format_rfc3339, Millis};
+use crate::model::{QueueName, RunId, TaskId};
 use crate::store::Record;
-use crate::tasks::{QueueName, RunId, TaskId};
 
 /// Schema name carried by every envelope.
 pub const SCHEMA: &str = "forgeline.task-event.v1";

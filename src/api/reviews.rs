@@ -9,8 +9,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::model::{Outcome, Ticket, TicketId, TicketState};
-use super::service::{task_brief, ticket_json, MAX_COMMENT_LEN};
+use super::views::{run_json, task_json};
+use super::views::{task_brief, ticket_json};
 use crate::auth::matrix::{
     ASSIGN_REVIEW, CLAIM_REVIEW, DECIDE_REVIEW, GET_REVIEW, LIST_REVIEWS, RELEASE_REVIEW,
     REVIEW_METRICS,
@@ -19,8 +19,9 @@ use crate::auth::Role;
 use crate::http::body::{parse_json, parse_json_or_default};
 use crate::http::context::note;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
+use crate::model::{Outcome, Ticket, TicketId, TicketState};
+use crate::reviews::MAX_COMMENT_LEN;
 use crate::store::keys;
-use crate::tasks::view::{run_json, task_json};
 
 /// Longest metrics window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -73,7 +74,7 @@ pub fn routes(
 }
 
 fn ticket_id(id: &str) -> Result<TicketId, ApiError> {
-    TicketId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))
+    super::path_id(id, TicketId::parse)
 }
 
 /// `min_age`, `window`: a duration such as `30m`.

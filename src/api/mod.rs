@@ -1,4 +1,16 @@
-//! The router: every route of the API, then the rejection mapping.
+//! The API: the router, one file of filters and handlers per domain, and the
+//! JSON views. Handlers parse and authorise through `http` (admission, bodies,
+//! queries, the one error mapping) and call the domains' operations on the
+//! pipeline; the domains never see warp, HTTP or JSON views.
+
+mod audit;
+mod events;
+pub mod openapi;
+mod queue;
+mod reviews;
+mod tasks;
+pub mod views;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,11 +20,21 @@ use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::endpoint::unauthorized;
-use super::error::recover;
-use super::{health, respond, Api, ApiError};
 use crate::auth::matrix::METRICS;
 use crate::config::MetricsAccess;
+use crate::http::endpoint::unauthorized;
+use crate::http::error::recover;
+use crate::http::{health, respond, Api, ApiError};
+
+/// Parses an id taken from a path with `parse` (`TaskId::parse`…). A
+/// malformed id names nothing, so it is answered like an unknown one: 404
+/// `not_found`, never 400, and the message says what the id should look like.
+pub(crate) fn path_id<T>(
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, crate::model::InvalidName>,
+) -> Result<T, ApiError> {
+    parse(raw).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))
+}
 
 /// The whole filter tree.
 pub fn router(
@@ -22,28 +44,30 @@ pub fn router(
     let a = api.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(super::context::context())
+        .and(crate::http::context::context())
         .and(warp::header::headers_cloned())
-        .map(move |ctx: super::RequestContext, headers: HeaderMap| {
-            let allowed = metrics_allowed(&a, ctx.remote, &headers);
-            respond(&METRICS, allowed.map(|()| render_metrics(&a)))
-        });
+        .map(
+            move |ctx: crate::http::RequestContext, headers: HeaderMap| {
+                let allowed = metrics_allowed(&a, ctx.remote, &headers);
+                respond(&METRICS, allowed.map(|()| render_metrics(&a)))
+            },
+        );
     health::routes(&api)
         .or(metrics)
         .unify()
-        .or(super::openapi::routes())
+        .or(openapi::routes())
         .unify()
-        .or(crate::tasks::routes::routes(&api))
+        .or(tasks::routes(&api))
         .unify()
-        .or(crate::queue::routes::routes(&api))
+        .or(queue::routes(&api))
         .unify()
-        .or(crate::workers::routes::routes(&api))
+        .or(workers::routes(&api))
         .unify()
-        .or(crate::events::routes::routes(&api))
+        .or(events::routes(&api))
         .unify()
-        .or(crate::audit::routes::routes(&api))
+        .or(audit::routes(&api))
         .unify()
-        .or(crate::reviews::routes::routes(&api))
+        .or(reviews::routes(&api))
         .unify()
         .recover(recover)
 }
@@ -83,7 +107,7 @@ fn metrics_allowed(
 
 fn render_metrics(api: &Api) -> Response {
     let p = &api.pipeline;
-    if let Err(e) = crate::telemetry::refresh_gauges(p) {
+    if let Err(e) = crate::pipeline::refresh_gauges(p) {
         tracing::warn!(error = %e, "could not refresh scrape-time gauges");
     }
     let mut resp = warp::reply::with_status(p.metrics().render(), StatusCode::OK).into_response();

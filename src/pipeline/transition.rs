@@ -8,36 +8,84 @@
 
 use serde_json::Value;
 
-use super::model::{StateKind, TaskRecord, TaskState};
-use super::RunId;
 use crate::clock::Millis;
-use crate::events::{EventKind, EventRecord};
+use crate::model::{EventKind, EventRecord, RunId, StateKind, TaskRecord, TaskState};
 use crate::pipeline::PipelineError;
 use crate::store::{keys, StoreError, Txn};
 
-/// Appends an event about `task` and indexes it under the task.
-#[allow(clippy::too_many_arguments)]
+/// An event about a task: what happened, in which run, when, and the
+/// event's data (redacted before it is stored: events reach every observer).
+#[derive(Debug)]
+pub struct Note {
+    /// The event type.
+    pub kind: EventKind,
+    /// The run it concerns, when it concerns one.
+    pub run: Option<RunId>,
+    /// When it happened.
+    pub at: Millis,
+    /// The event's `data` object.
+    pub data: Value,
+}
+
+/// One step of the state machine: the state the task moves to and the event
+/// that records the move.
+#[derive(Debug)]
+pub struct Move {
+    /// The new state (checked against `StateKind::allows`).
+    pub to: TaskState,
+    /// The event type that records the move.
+    pub event: EventKind,
+    /// The run it concerns, when it concerns one.
+    pub run: Option<RunId>,
+    /// When it happened (also the task's new `updated_at`).
+    pub at: Millis,
+    /// The event's `data` object.
+    pub data: Value,
+}
+
+/// Appends an event about `task` that leaves its state as it is (agent
+/// activity, a lease that expired, a guardrail that fired).
 pub fn append_event(
     txn: &mut Txn<'_>,
     out: &mut Vec<EventRecord>,
     task: &TaskRecord,
-    kind: EventKind,
-    run_id: Option<RunId>,
-    at: Millis,
-    data: Value,
+    note: Note,
+) -> Result<(), StoreError> {
+    record(txn, out, task, note, false)
+}
+
+/// Appends the event of a new task's first state (`task_queued` or
+/// `task_scheduled`), which carries `state_after` like every move does.
+pub fn entered(
+    txn: &mut Txn<'_>,
+    out: &mut Vec<EventRecord>,
+    task: &TaskRecord,
+    note: Note,
+) -> Result<(), StoreError> {
+    record(txn, out, task, note, true)
+}
+
+/// Stores the event and indexes it under the task. `state_changed` sets
+/// `state_after`, which lets a stream consumer follow the state without
+/// reading the task.
+fn record(
+    txn: &mut Txn<'_>,
+    out: &mut Vec<EventRecord>,
+    task: &TaskRecord,
+    note: Note,
     state_changed: bool,
 ) -> Result<(), StoreError> {
     let id = txn.next_event_id();
     // Events are shown to every observer: no secret may ride along.
-    let mut data = data;
+    let mut data = note.data;
     crate::redact::redact_json(&mut data);
     let record = EventRecord {
         id,
-        kind,
-        at,
+        kind: note.kind,
+        at: note.at,
         task_id: task.id,
         queue: task.queue.clone(),
-        run_id,
+        run_id: note.run,
         attempt: task.attempts,
         trace_id: task.traceparent.as_deref().and_then(trace_id_of),
         data: data.to_string(),
@@ -60,27 +108,31 @@ pub fn insert(txn: &mut Txn<'_>, task: &TaskRecord) -> Result<(), StoreError> {
     txn.put(keys::task(&task.id.to_bytes()), task)
 }
 
-/// Moves `task` to `to`, records `kind` with `data`, and stores the task.
-#[allow(clippy::too_many_arguments)]
+/// Moves `task` as `m` says, records the move's event, and stores the task.
+/// This is the state machine's one door: the old state's index entries and
+/// counter go, the new state's come, in the same write as the event, so that
+/// indexes, counters and the event log never disagree with the task record.
 pub fn move_to(
     txn: &mut Txn<'_>,
     out: &mut Vec<EventRecord>,
     task: &mut TaskRecord,
-    to: TaskState,
-    kind: EventKind,
-    run_id: Option<RunId>,
-    now: Millis,
-    data: Value,
+    m: Move,
 ) -> Result<(), PipelineError> {
     let from = task.state.kind();
-    if !from.allows(to.kind()) {
-        return Err(illegal(task, to.kind()));
+    if !from.allows(m.to.kind()) {
+        return Err(illegal(task, m.to.kind()));
     }
     unindex(txn, task)?;
-    task.state = to;
-    task.updated_at = now;
+    task.state = m.to;
+    task.updated_at = m.at;
     index(txn, task)?;
-    append_event(txn, out, task, kind, run_id, now, data, true)?;
+    let note = Note {
+        kind: m.event,
+        run: m.run,
+        at: m.at,
+        data: m.data,
+    };
+    record(txn, out, task, note, true)?;
     txn.put(keys::task(&task.id.to_bytes()), task)?;
     Ok(())
 }

@@ -10,10 +10,7 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::service::{Submission, Submitted, TaskFilter};
-use super::submit::{validate, SubmitRequest};
-use super::view::{run_json, task_json, task_summary};
-use super::{RunId, StateKind, TaskId, TaskRecord};
+use super::views::{run_json, task_json, task_summary};
 use crate::auth::matrix::{
     CANCEL_TASK, DOSSIER, GET_RUN, GET_TASK, LIST_TASKS, SUBMIT_AND_STREAM, SUBMIT_TASK,
     TASK_EVENTS,
@@ -23,7 +20,10 @@ use crate::events::stream::{self, Scope, StreamSpec};
 use crate::http::body::{parse_json, parse_json_or_default};
 use crate::http::query::Query;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
+use crate::model::{RunId, StateKind, TaskId, TaskRecord};
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::tasks::service::{Submission, Submitted, TaskFilter};
+use crate::tasks::submit::{validate, SubmitRequest};
 
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -91,7 +91,7 @@ pub fn routes(
 
 /// Parses a task id from a path (a malformed one names no task: 404).
 pub fn task_id(id: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))
+    super::path_id(id, TaskId::parse)
 }
 
 async fn prepare(c: &mut Call) -> Result<Submission, ApiError> {
@@ -257,7 +257,7 @@ pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Va
     v["reviews"] = p
         .tickets_of(task.id)?
         .iter()
-        .map(|t| crate::reviews::ticket_json(t, now))
+        .map(|t| super::views::ticket_json(t, now))
         .collect::<Vec<_>>()
         .into();
     Ok(v)
@@ -306,7 +306,7 @@ fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
 pub fn resume_point(last: Option<&str>) -> Result<u64, ApiError> {
     match last {
         None => Ok(0),
-        Some(s) => crate::events::parse_event_id(s).ok_or_else(|| {
+        Some(s) => crate::model::parse_event_id(s).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "Last-Event-ID {s:?} is not an event id (16 hex digits)"
             ))

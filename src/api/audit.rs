@@ -7,7 +7,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{list, record_json, verify, AuditFilter};
+use super::views::record_json;
+use crate::audit::{list, verify, AuditFilter};
 use crate::auth::matrix::{AUDIT, AUDIT_VERIFY};
 use crate::clock::parse_rfc3339;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};

@@ -21,9 +21,9 @@ macro_rules! ulid_id {
                 $name(u)
             }
             /// Parses the 26-character Crockford base32 form.
-            pub fn parse(s: &str) -> Result<Self, $crate::tasks::InvalidName> {
+            pub fn parse(s: &str) -> Result<Self, $crate::model::InvalidName> {
                 ::ulid::Ulid::from_string(s).map($name).map_err(|_| {
-                    $crate::tasks::InvalidName(format!("{s:?} is not a {} (a 26-character ULID)", $what))
+                    $crate::model::InvalidName(format!("{s:?} is not a {} (a 26-character ULID)", $what))
                 })
             }
             /// Big-endian bytes, as used in store keys.
@@ -47,7 +47,7 @@ macro_rules! ulid_id {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::tasks::InvalidName;
+            type Err = $crate::model::InvalidName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Self::parse(s)
             }

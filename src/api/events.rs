@@ -5,11 +5,11 @@ use std::sync::Arc;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::stream::{Scope, StreamSpec};
-use super::EventKind;
+use super::tasks::{resume_point, sse_response, stream_limits};
 use crate::auth::matrix::EVENTS;
+use crate::events::stream::{Scope, StreamSpec};
 use crate::http::{endpoint, serve, Api, ApiError, Call};
-use crate::tasks::routes::{resume_point, sse_response, stream_limits};
+use crate::model::EventKind;
 
 /// The firehose route.
 pub fn routes(

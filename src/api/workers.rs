@@ -7,12 +7,12 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::normalize_status;
-use super::service::worker_json;
+use super::views::worker_json;
 use crate::auth::matrix::{LIST_WORKERS, WORKER_STATUS};
 use crate::http::body::parse_json;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
-use crate::tasks::WorkerId;
+use crate::model::WorkerId;
+use crate::workers::normalize_status;
 
 /// Most workers listed.
 pub const MAX_WORKERS_LISTED: usize = 1000;

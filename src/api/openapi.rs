@@ -9,8 +9,8 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{respond, ApiError};
 use crate::auth::matrix::OPENAPI;
+use crate::http::{respond, ApiError};
 
 /// docs/openapi.yaml as written.
 pub const SPEC_YAML: &str = include_str!("../../docs/openapi.yaml");

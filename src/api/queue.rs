@@ -9,7 +9,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::{Failure, Grant, LeaseRequest};
+use super::tasks::{cursor, task_id};
+use super::views::{task_json, task_summary};
 use crate::auth::matrix::{
     COMPLETE, DEAD_LETTER, FAIL, HEARTBEAT, LEASE, LEASE_EVENTS, RELEASE_LEASE, REQUEUE,
 };
@@ -17,10 +18,9 @@ use crate::auth::Route;
 use crate::clock::format_rfc3339;
 use crate::http::body::parse_json;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
+use crate::model::{step_spec_json, LeaseId, QueueName, WorkerId};
 use crate::pipeline::Pipeline;
-use crate::tasks::routes::{cursor, task_id};
-use crate::tasks::view::{step_spec_json, task_json, task_summary};
-use crate::tasks::{LeaseId, QueueName, WorkerId};
+use crate::queue::{Failure, Grant, LeaseRequest};
 use crate::workers::normalize_event;
 
 /// Most events in one `/events` call.
@@ -211,8 +211,7 @@ fn yes() -> bool {
 
 async fn lease_call(mut c: Call, id: String, action: &str) -> Result<Response, ApiError> {
     c.query().only(&[])?;
-    let lease_id =
-        LeaseId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
+    let lease_id = super::path_id(&id, LeaseId::parse)?;
     let body = c.body().await?;
     let p = c.p().clone();
     let holder = Some(c.who.principal.as_str());
@@ -250,7 +249,7 @@ async fn lease_call(mut c: Call, id: String, action: &str) -> Result<Response, A
                 StatusCode::OK,
                 &json!({
                     "accepted": r.event_ids.len(),
-                    "event_ids": r.event_ids.iter().map(|i| crate::events::format_event_id(*i)).collect::<Vec<_>>(),
+                    "event_ids": r.event_ids.iter().map(|i| crate::model::format_event_id(*i)).collect::<Vec<_>>(),
                     "guardrails": r.guardrails,
                 }),
             ))

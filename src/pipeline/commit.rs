@@ -1,0 +1,92 @@
+//! The commit path: one atomic write, then its events reach telemetry and
+//! the tracer, waiting lessees are woken, and the caller waits until the write
+//! is durable — or, inside an HTTP request, hands the wait to the middleware
+//! so that the request's audit record shares the same commit round.
+
+use std::cell::Cell;
+use std::future::Future;
+
+use super::{Pipeline, PipelineError};
+use crate::model::{EventKind, EventRecord, RunRecord, TaskRecord};
+use crate::store::{keys, Commit, Txn};
+
+tokio::task_local! {
+    /// Set while an HTTP request is handled: commits are collected here
+    /// instead of awaited, so that the request's audit record joins the same
+    /// commit round (see `deferring_durability`).
+    static DEFERRED: Cell<Option<Commit>>;
+}
+
+/// Runs `fut` with durability waits deferred: every `Pipeline::commit` inside
+/// it returns once its write is applied, and the latest commit is handed back
+/// for the caller to wait on (after adding its own writes) before it
+/// acknowledges anything.
+pub async fn deferring_durability<F: Future>(fut: F) -> (F::Output, Option<Commit>) {
+    DEFERRED
+        .scope(Cell::new(None), async {
+            let out = fut.await;
+            (out, DEFERRED.with(|d| d.take()))
+        })
+        .await
+}
+
+thread_local! {
+    /// Runs ended by the write running on this thread (see [`note_run_ended`]).
+    static ENDED_RUNS: std::cell::RefCell<Vec<RunRecord>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records that the write in progress ended `run`; the commit hands the runs
+/// to the tracer once the write has applied. Writes are synchronous closures,
+/// so the thread-local is filled and drained on one thread, with no await
+/// between.
+pub(crate) fn note_run_ended(run: &RunRecord) {
+    ENDED_RUNS.with(|r| r.borrow_mut().push(run.clone()));
+}
+
+impl Pipeline {
+    /// Runs one atomic write, then reports its events, wakes whoever they
+    /// concern, and waits until the write is durable (or, inside
+    /// [`deferring_durability`], leaves the wait to the caller).
+    pub(crate) async fn commit<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>, &mut Vec<EventRecord>) -> Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
+        let mut events = Vec::new();
+        ENDED_RUNS.with(|r| r.borrow_mut().clear());
+        let written = self.store.write(|txn| f(txn, &mut events));
+        let ended = ENDED_RUNS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+        let (out, commit) = written?;
+        self.after_write(&events);
+        if self.traces.enabled() {
+            self.traces.observe(&events, &ended, |id| {
+                self.store
+                    .get::<TaskRecord>(&keys::task(&id.to_bytes()))
+                    .ok()
+                    .flatten()
+            });
+        }
+        let deferred = DEFERRED
+            .try_with(|d| d.set(Some(d.get().map_or(commit, |c| c.max(commit)))))
+            .is_ok();
+        if !deferred {
+            self.store.wait_durable(commit).await?;
+        }
+        Ok(out)
+    }
+
+    fn after_write(&self, events: &[EventRecord]) {
+        let mut poke_timer = false;
+        for e in events {
+            match e.kind {
+                EventKind::TaskQueued => self.wakers.wake(e.queue.as_str()),
+                EventKind::TaskScheduled | EventKind::TaskLeased => poke_timer = true,
+                _ => {}
+            }
+        }
+        if poke_timer {
+            self.timer.notify_one();
+        }
+        self.metrics.observe_events(events);
+    }
+}
