@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check forgeline has: the supply-chain files (NOTICE, SBOM,
-# cargo-deny), formatting, lints, docs, unit and integration tests (including
+# cargo-deny), the layer rules of src/ (scripts/layers), formatting, lints,
+# docs, unit and integration tests (including
 # the kill -9 durability test and the soak), the Python SDK against the real
 # server (tests/sdk), the wheel installed into a fresh virtual environment and
 # the systemd unit (tests/packaging), the ops kit against the real tools
@@ -93,6 +94,9 @@ step "supply chain: NOTICE and SBOM match Cargo.lock; cargo deny licenses, bans,
 ./scripts/notice --check
 ./scripts/sbom --check
 cargo deny --log-level error check licenses bans sources
+
+step "the house: layers, import circles, file and function sizes (scripts/layers)"
+python3 scripts/layers
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,15 +1,23 @@
 //! forgeline: a single-binary, observability-first pipeline for agent and
 //! automation tasks.
 //!
-//! A task is submitted over HTTP (`tasks`), kept durably in sled (`store`),
-//! leased by a worker (`queue`) — the built-in step executor (`exec`) or an
-//! external agent (`workers`) — verified by named steps, and finished. Every
-//! transition appends an event (`events`) that streams over SSE and feeds the
-//! metrics (`telemetry`). `pipeline` ties the domains together, `http` serves
-//! them behind `auth` (JWT roles, the permission matrix), `ratelimit` and
-//! `audit` (the hash-chained log); `redact` keeps secrets out of every sink.
-//! `app` builds and runs a server from a `config::Config`, `bench` measures
-//! one end to end over HTTP, and `cli` is the command line. docs/architecture.md has the data flow and key layout.
+//! The crate is built in layers; a module imports only its own layer or the
+//! ones below it (`scripts/layers` checks this; docs/architecture.md draws it):
+//!
+//! - entry: `cli` (the command line), `app` (builds and runs a server from a
+//!   `config::Config`), `bench` (`forgeline bench`);
+//! - `api`: the router, one file of handlers per domain, the JSON views;
+//! - `http`: the accept loop and middleware (request id, the durable
+//!   acknowledgement, metrics, log line), admission, bodies, errors, health;
+//! - domains: `tasks` (submit, read, cancel), `queue` (the lease protocol,
+//!   timers, dead-letter), `reviews` (the human gate), `workers` (agent events
+//!   and status), `exec` (the built-in step executor), `events` (SSE streams);
+//! - the kernel, `pipeline`: the commit path every write takes, the state
+//!   machine's one door (`pipeline::transition`), `PipelineError`;
+//! - sinks and policy: `telemetry`, `audit`, `ratelimit`, `auth`, `config`,
+//!   `guardrails`;
+//! - `model`: what is stored and passed around, with its state machines;
+//! - ground: `store` (sled, group commit), `clock`, `redact`, `build_info`.
 
 #![warn(missing_docs)]
 

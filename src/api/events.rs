@@ -7,7 +7,7 @@ use warp::Filter;
 
 use super::tasks::{resume_point, sse_response, stream_limits};
 use crate::auth::matrix::EVENTS;
-use crate::events::stream::{Scope, StreamSpec};
+use crate::events::{Scope, StreamSpec};
 use crate::http::{endpoint, serve, Api, ApiError, Call};
 use crate::model::EventKind;
 

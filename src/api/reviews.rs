@@ -18,6 +18,7 @@ use crate::auth::matrix::{
 use crate::auth::Role;
 use crate::http::body::{parse_json, parse_json_or_default};
 use crate::http::context::note;
+use crate::http::query::Query;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
 use crate::model::{Outcome, Ticket, TicketId, TicketState};
 use crate::reviews::MAX_COMMENT_LEN;
@@ -79,15 +80,78 @@ fn ticket_id(id: &str) -> Result<TicketId, ApiError> {
 
 /// `min_age`, `window`: a duration such as `30m`.
 fn duration_param(
-    q: &crate::http::query::Query,
+    q: &Query,
     key: &str,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, ApiError> {
     Ok(q.duration(key, MAX_WINDOW)?.or(default))
 }
 
-fn list(c: &Call) -> Result<Response, ApiError> {
-    let q = c.query();
+/// The `state` values `GET /api/v1/reviews` accepts: `pending` (open,
+/// claimed or assigned) and each ticket state.
+const STATES: [&str; 7] = [
+    "pending",
+    "open",
+    "claimed",
+    "assigned",
+    "decided",
+    "expired",
+    "cancelled",
+];
+
+/// The checked query of `GET /api/v1/reviews`.
+struct ListFilter<'q> {
+    /// Page size, at most `tasks.max_page_size`.
+    limit: usize,
+    /// One of [`STATES`].
+    state: Option<&'q str>,
+    queue: Option<&'q str>,
+    /// Tickets this reviewer holds or has voted on.
+    reviewer: Option<&'q str>,
+    /// Tickets the caller holds.
+    mine: bool,
+    /// Open tickets only.
+    unassigned: bool,
+    /// Tickets opened at least this long ago.
+    min_age: Option<Duration>,
+    /// Tickets after this one (ids grow with time).
+    cursor: Option<TicketId>,
+}
+
+impl ListFilter<'_> {
+    /// Whether only pending tickets can match: then the pending index is
+    /// read instead of scanning every ticket.
+    fn pending_only(&self) -> bool {
+        self.mine
+            || self.unassigned
+            || matches!(
+                self.state,
+                None | Some("pending" | "open" | "claimed" | "assigned")
+            )
+    }
+
+    /// Whether `t` passes every filter, for caller `me` at `now` (Unix ms).
+    fn admits(&self, t: &Ticket, me: &str, now: u64) -> bool {
+        let pending_only = self.pending_only();
+        self.cursor.is_none_or(|cur| t.id > cur)
+            && match self.state {
+                None | Some("pending") => t.state.pending() || !pending_only,
+                Some(s) => t.state.as_str() == s,
+            }
+            && self.queue.is_none_or(|qn| t.queue.as_str() == qn)
+            && self
+                .reviewer
+                .is_none_or(|r| t.state.holder() == Some(r) || t.votes.iter().any(|v| v.by == r))
+            && (!self.mine || t.state.holder() == Some(me))
+            && (!self.unassigned || t.state == TicketState::Open)
+            && self
+                .min_age
+                .is_none_or(|m| now.saturating_sub(t.created_at) >= m.as_millis() as u64)
+    }
+}
+
+/// Checks the list query; errors name the first bad parameter.
+fn list_filter<'q>(c: &Call, q: &'q Query) -> Result<ListFilter<'q>, ApiError> {
     q.only(&[
         "state",
         "queue",
@@ -110,15 +174,6 @@ fn list(c: &Call) -> Result<Response, ApiError> {
         }
     };
     let (mine, unassigned) = (flag("mine")?, flag("unassigned")?);
-    const STATES: [&str; 7] = [
-        "pending",
-        "open",
-        "claimed",
-        "assigned",
-        "decided",
-        "expired",
-        "cancelled",
-    ];
     let state = q.get("state");
     if let Some(s) = state {
         if !STATES.contains(&s) {
@@ -128,7 +183,7 @@ fn list(c: &Call) -> Result<Response, ApiError> {
             )));
         }
     }
-    let min_age = duration_param(&q, "min_age", None)?;
+    let min_age = duration_param(q, "min_age", None)?;
     let cursor = match q.get("cursor") {
         None => None,
         Some(v) => Some(
@@ -136,17 +191,25 @@ fn list(c: &Call) -> Result<Response, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("invalid cursor {v:?}")))?,
         ),
     };
-    let now = c.p().now();
-    let pending_only = mine
-        || unassigned
-        || matches!(
-            state,
-            None | Some("pending" | "open" | "claimed" | "assigned")
-        );
-    let candidates: Vec<Ticket> = if pending_only {
+    Ok(ListFilter {
+        limit,
+        state,
+        queue: q.get("queue"),
+        reviewer: q.get("reviewer"),
+        mine,
+        unassigned,
+        min_age,
+        cursor,
+    })
+}
+
+/// The tickets `f` admits, in id order (at most one past the page, so the
+/// caller can tell whether there is more).
+fn select(c: &Call, f: &ListFilter<'_>, now: u64) -> Result<Vec<Ticket>, ApiError> {
+    let candidates: Vec<Ticket> = if f.pending_only() {
         c.p().pending_tickets()?
     } else {
-        let after = cursor.map(|id| keys::ticket(&id.to_bytes()));
+        let after = f.cursor.map(|id| keys::ticket(&id.to_bytes()));
         c.p()
             .store()
             .scan::<Ticket>(
@@ -161,23 +224,14 @@ fn list(c: &Call) -> Result<Response, ApiError> {
     let me = c.who.principal.as_str();
     let mut tickets: Vec<Ticket> = candidates
         .into_iter()
-        .filter(|t| cursor.is_none_or(|cur| t.id > cur))
-        .filter(|t| match state {
-            None | Some("pending") => t.state.pending() || !pending_only,
-            Some(s) => t.state.as_str() == s,
-        })
-        .filter(|t| q.get("queue").is_none_or(|qn| t.queue.as_str() == qn))
-        .filter(|t| {
-            q.get("reviewer")
-                .is_none_or(|r| t.state.holder() == Some(r) || t.votes.iter().any(|v| v.by == r))
-        })
-        .filter(|t| !mine || t.state.holder() == Some(me))
-        .filter(|t| !unassigned || t.state == TicketState::Open)
-        .filter(|t| {
-            min_age.is_none_or(|m| now.saturating_sub(t.created_at) >= m.as_millis() as u64)
-        })
+        .filter(|t| f.admits(t, me, now))
         .collect();
     tickets.sort_by_key(|t| t.id);
+    Ok(tickets)
+}
+
+/// One page of `tickets` (already in id order) and its `next_cursor`.
+fn render(mut tickets: Vec<Ticket>, limit: usize, now: u64) -> Response {
     let more = tickets.len() > limit;
     tickets.truncate(limit);
     let next = if more {
@@ -185,13 +239,21 @@ fn list(c: &Call) -> Result<Response, ApiError> {
     } else {
         None
     };
-    Ok(json_reply(
+    json_reply(
         StatusCode::OK,
         &json!({
             "reviews": tickets.iter().map(|t| ticket_json(t, now)).collect::<Vec<_>>(),
             "next_cursor": next,
         }),
-    ))
+    )
+}
+
+fn list(c: &Call) -> Result<Response, ApiError> {
+    let q = c.query();
+    let f = list_filter(c, &q)?;
+    let now = c.p().now();
+    let tickets = select(c, &f, now)?;
+    Ok(render(tickets, f.limit, now))
 }
 
 fn metrics(c: &Call) -> Result<Response, ApiError> {

@@ -16,7 +16,7 @@ use crate::auth::matrix::{
     TASK_EVENTS,
 };
 use crate::auth::Role;
-use crate::events::stream::{self, Scope, StreamSpec};
+use crate::events::{self, Scope, StreamSpec};
 use crate::http::body::{parse_json, parse_json_or_default};
 use crate::http::query::Query;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
@@ -171,7 +171,7 @@ pub fn stream_limits(q: &Query) -> Result<(Option<usize>, Option<std::time::Dura
 /// An SSE response over `spec`.
 pub fn sse_response(p: Arc<Pipeline>, spec: StreamSpec, task: Option<TaskId>) -> Response {
     let keepalive = p.config().events.keepalive;
-    let s = stream::open(p, spec);
+    let s = events::open(p, spec);
     let mut resp =
         warp::sse::reply(warp::sse::keep_alive().interval(keepalive).stream(s)).into_response();
     if let Some(id) = task {

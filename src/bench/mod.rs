@@ -10,15 +10,19 @@
 
 mod bare;
 mod client;
+mod options;
 mod phases;
 mod progress;
 mod report;
+mod run;
 mod target;
 
 /// Most concurrent clients in one measurement.
 pub const MAX_CLIENTS: usize = 1024;
 
 pub use client::{BenchClient, BenchError, Leased, Scrape};
-pub use phases::{run, BenchFailure, BenchOptions, E2E_QUEUE, PICKUP_QUEUE, SUBMIT_QUEUE};
+pub use options::BenchOptions;
+pub use phases::{E2E_QUEUE, PICKUP_QUEUE, SUBMIT_QUEUE};
 pub use report::{Latency, Measurement, Report, TargetInfo};
+pub use run::{run, BenchFailure};
 pub use target::{preload, Spawned, Target, TargetOptions, BACKLOG_QUEUE};

@@ -123,66 +123,7 @@ impl Report {
             t.stored_tasks.map_or("?".to_string(), |n| n.to_string()),
             self.cpus
         );
-        let headers = [
-            "measurement",
-            "clients",
-            "count",
-            "per second",
-            "p50",
-            "p99",
-            "max",
-        ];
-        let mut rows: Vec<[String; 7]> = Vec::new();
-        for m in &self.measurements {
-            let clients = match m.workers {
-                Some(w) => format!("{}+{w}w", m.clients),
-                None => m.clients.to_string(),
-            };
-            let lat =
-                |f: fn(&Latency) -> f64| m.latency.as_ref().map_or("-".into(), |l| format_ms(f(l)));
-            rows.push([
-                m.title.clone(),
-                clients,
-                m.count.to_string(),
-                m.per_second.map_or("-".into(), |r| format!("{r:.0}/s")),
-                lat(|l| l.p50_ms),
-                lat(|l| l.p99_ms),
-                lat(|l| l.max_ms),
-            ]);
-        }
-        let widths: Vec<usize> = (0..headers.len())
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([headers[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| {
-            let mut s = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                if i == 0 {
-                    s.push_str(c);
-                    s.push_str(&" ".repeat(pad));
-                } else {
-                    s.push_str("  ");
-                    s.push_str(&" ".repeat(pad));
-                    s.push_str(c);
-                }
-            }
-            s.trim_end().to_string()
-        };
-        let _ = writeln!(out, "{}", line(&headers.map(String::from)));
-        let _ = writeln!(
-            out,
-            "{}",
-            line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>())
-        );
-        for r in &rows {
-            let _ = writeln!(out, "{}", line(r));
-        }
+        out.push_str(&rows_table(&self.measurements));
         out.push('\n');
         if let Some(r) = self.health_vs_bare_warp {
             let _ = writeln!(
@@ -202,6 +143,74 @@ impl Report {
         }
         out
     }
+}
+
+/// The measurements as aligned columns: the title left-aligned, the
+/// numbers right-aligned, widths from the widest cell.
+fn rows_table(measurements: &[Measurement]) -> String {
+    let headers = [
+        "measurement",
+        "clients",
+        "count",
+        "per second",
+        "p50",
+        "p99",
+        "max",
+    ];
+    let rows: Vec<[String; 7]> = measurements.iter().map(row).collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str("  ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(&headers.map(String::from)));
+    let _ = writeln!(
+        out,
+        "{}",
+        line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>())
+    );
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    out
+}
+
+/// One measurement's cells.
+fn row(m: &Measurement) -> [String; 7] {
+    let clients = match m.workers {
+        Some(w) => format!("{}+{w}w", m.clients),
+        None => m.clients.to_string(),
+    };
+    let lat = |f: fn(&Latency) -> f64| m.latency.as_ref().map_or("-".into(), |l| format_ms(f(l)));
+    [
+        m.title.clone(),
+        clients,
+        m.count.to_string(),
+        m.per_second.map_or("-".into(), |r| format!("{r:.0}/s")),
+        lat(|l| l.p50_ms),
+        lat(|l| l.p99_ms),
+        lat(|l| l.max_ms),
+    ]
 }
 
 /// Milliseconds with a precision that suits their size.

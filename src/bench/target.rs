@@ -97,36 +97,7 @@ impl Target {
         let log = std::fs::File::create(&log_path).map_err(|e| {
             BenchError::Target(format!("cannot create {}: {e}", log_path.display()))
         })?;
-        let exe = std::env::current_exe()
-            .map_err(|e| BenchError::Target(format!("cannot find this executable: {e}")))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--port", "0", "--data-dir"])
-            .arg(&data)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("FORGELINE_JWT_SECRET");
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("FORGELINE_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("FORGELINE_LOG__FORMAT", "json")
-            .env("FORGELINE_EXECUTOR__ENABLED", "false")
-            .env("FORGELINE_RATELIMIT__ENABLED", "false")
-            .env("FORGELINE_STORE__DURABILITY", opts.durability.as_str())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: prctl(2) only, between fork and exec. If the bench dies
-        // without stopping it (SIGKILL), the kernel sends the server SIGTERM.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = server_command(opts, &data, dir.path(), log)?;
         let started = Instant::now();
         let child = cmd
             .spawn()
@@ -163,6 +134,49 @@ impl Target {
             spawned: Some(spawned),
         })
     }
+}
+
+/// `forgeline serve` on port 0 over `data`, in a clean environment: no
+/// `FORGELINE_*` setting of the caller leaks in, the executor and rate limits
+/// are off (the bench measures the pipeline, not the limits), and the server
+/// dies with the bench.
+fn server_command(
+    opts: &TargetOptions,
+    data: &Path,
+    dir: &Path,
+    log: std::fs::File,
+) -> Result<Command, BenchError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Target(format!("cannot find this executable: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--port", "0", "--data-dir"])
+        .arg(data)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("FORGELINE_JWT_SECRET");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FORGELINE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("FORGELINE_LOG__FORMAT", "json")
+        .env("FORGELINE_EXECUTOR__ENABLED", "false")
+        .env("FORGELINE_RATELIMIT__ENABLED", "false")
+        .env("FORGELINE_STORE__DURABILITY", opts.durability.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: prctl(2) only, between fork and exec. If the bench dies
+    // without stopping it (SIGKILL), the kernel sends the server SIGTERM.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
 }
 
 impl Spawned {

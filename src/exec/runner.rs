@@ -108,6 +108,13 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
+/// How a step's process ended.
+enum End {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
 /// Runs `cmd` to completion, timeout, or `cancel`.
 pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutput {
     let started = Instant::now();
@@ -124,17 +131,7 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
             cmd.cwd.display()
         ));
     }
-    let mut c = tokio::process::Command::new(&cmd.argv[0]);
-    c.args(&cmd.argv[1..])
-        .current_dir(&cmd.cwd)
-        .env_clear()
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match c.spawn() {
+    let mut child = match command(cmd).spawn() {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start {:?}: {e}", cmd.argv[0])),
     };
@@ -150,11 +147,6 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
     if let Some(err) = child.stderr.take() {
         pumps.push(tokio::spawn(pump(err, tail.clone())));
     }
-    enum End {
-        Exited(std::io::Result<std::process::ExitStatus>),
-        TimedOut,
-        Cancelled,
-    }
     let end = tokio::select! {
         s = child.wait() => End::Exited(s),
         _ = tokio::time::sleep(cmd.timeout) => End::TimedOut,
@@ -163,17 +155,9 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
     // Kill the whole group in every case: on timeout or cancel to stop the
     // step, after a normal exit to reap anything it left running.
     kill_group(pid);
-    let (status, timed_out) = match end {
-        End::Exited(s) => (Some(s), false),
-        End::TimedOut => {
-            let _ = child.wait().await;
-            (None, true)
-        }
-        End::Cancelled => {
-            let _ = child.wait().await;
-            (None, false)
-        }
-    };
+    if !matches!(end, End::Exited(_)) {
+        let _ = child.wait().await;
+    }
     for p in pumps {
         let _ = tokio::time::timeout(PIPE_DRAIN, p).await;
     }
@@ -182,10 +166,37 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
         let (a, b) = t.buf.as_slices();
         String::from_utf8_lossy(&[a, b].concat()).into_owned()
     };
-    let duration = started.elapsed();
-    let (outcome, exit_code, error) = match (status, timed_out) {
-        (Some(Ok(s)), _) if s.success() => (StepOutcome::Passed, s.code(), None),
-        (Some(Ok(s)), _) => (
+    let (outcome, exit_code, error) = verdict(cmd, end);
+    StepOutput {
+        outcome,
+        exit_code,
+        duration: started.elapsed(),
+        output_tail,
+        error,
+    }
+}
+
+/// The step's process: its own process group (so that a timeout kills
+/// everything it started), a clean environment, no stdin.
+fn command(cmd: &StepCommand) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(&cmd.argv[0]);
+    c.args(&cmd.argv[1..])
+        .current_dir(&cmd.cwd)
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    c
+}
+
+/// The outcome, exit code and error message of a step that ended as `end`.
+fn verdict(cmd: &StepCommand, end: End) -> (StepOutcome, Option<i32>, Option<String>) {
+    match end {
+        End::Exited(Ok(s)) if s.success() => (StepOutcome::Passed, s.code(), None),
+        End::Exited(Ok(s)) => (
             StepOutcome::Failed,
             s.code(),
             Some(match s.code() {
@@ -193,12 +204,12 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
                 None => format!("{} was killed by a signal", cmd.name),
             }),
         ),
-        (Some(Err(e)), _) => (
+        End::Exited(Err(e)) => (
             StepOutcome::Error,
             None,
             Some(format!("waiting for {}: {e}", cmd.name)),
         ),
-        (None, true) => (
+        End::TimedOut => (
             StepOutcome::TimedOut,
             None,
             Some(format!(
@@ -206,18 +217,11 @@ pub async fn run_step(cmd: &StepCommand, cancel: &CancellationToken) -> StepOutp
                 cmd.name, cmd.timeout
             )),
         ),
-        (None, _) => (
+        End::Cancelled => (
             StepOutcome::Error,
             None,
             Some(format!("{} was stopped", cmd.name)),
         ),
-    };
-    StepOutput {
-        outcome,
-        exit_code,
-        duration,
-        output_tail,
-        error,
     }
 }
 

@@ -22,9 +22,11 @@ use warp::http::{HeaderValue, Request};
 use warp::reply::Response;
 
 use super::context::{request_id_from, with_notes, Notes, RequestContext};
-use super::RouteTag;
+use super::{ApiError, RouteTag};
 use crate::audit::AuditDraft;
 use crate::pipeline::{deferring_durability, Pipeline};
+use crate::store::Commit;
+use crate::telemetry::traces::RequestFacts;
 
 /// Methods that get their own label value; anything else is `other`.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
@@ -80,20 +82,8 @@ where
                 .and_then(|v| v.to_str().ok()),
         );
         // What the span's attributes need, only when spans are exported.
-        let span_facts = self.pipeline.traces().enabled().then(|| {
-            let ua = req
-                .headers()
-                .get("user-agent")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            (req.uri().path().to_string(), ua)
-        });
-        let method = req.method().as_str();
-        let method: &'static str = METHODS
-            .iter()
-            .find(|m| **m == method)
-            .copied()
-            .unwrap_or("other");
+        let span_facts = self.pipeline.traces().enabled().then(|| span_facts(&req));
+        let method = method_label(req.method().as_str());
         req.extensions_mut().insert(RequestContext {
             request_id: request_id.clone(),
             started,
@@ -111,9 +101,6 @@ where
         let remote = self.remote;
         let p = self.pipeline.clone();
         Box::pin(async move {
-            // Writes made while handling are only applied; the audit record
-            // joins them and one commit round makes all of it durable before
-            // the response leaves.
             let ((result, deferred), notes) =
                 with_notes(request_id.clone(), deferring_durability(fut)).await;
             let mut resp = match result {
@@ -123,42 +110,30 @@ where
             let route = resp.extensions().get::<RouteTag>().map(|r| r.0);
             let path = route.map(|r| r.path).unwrap_or("unmatched");
             let status = resp.status().as_u16();
-            let mut pending = deferred;
-            let audited = matches!(method, "POST" | "PUT" | "DELETE" | "PATCH")
-                || status == 401
-                || status == 403;
-            if audited {
-                let draft = audit_draft(&notes, method, path, status, started, p.now());
-                match p.audit(draft) {
-                    Ok(c) => pending = Some(pending.map_or(c, |d| d.max(c))),
-                    Err(e) => {
-                        tracing::error!(error = %e, request_id, "audit record could not be written")
-                    }
-                }
-            }
-            if let Some(c) = pending {
-                if let Err(e) = p.store().wait_durable(c).await {
-                    tracing::error!(error = %e, request_id, "commit failed; answering 503");
-                    let err: super::ApiError = crate::pipeline::PipelineError::from(e).into();
-                    resp = with_notes(request_id.clone(), async { err.into_response() })
-                        .await
-                        .0;
-                }
+            let facts = Facts {
+                request_id: &request_id,
+                method,
+                path,
+                status,
+                started,
+            };
+            if let Some(err) = make_durable(&p, deferred, &notes, &facts).await {
+                resp = with_notes(request_id.clone(), async { err.into_response() })
+                    .await
+                    .0;
             }
             finish(&mut resp, &request_id, notes.rate, started);
             if let Some((url_path, user_agent)) = &span_facts {
-                p.traces().end_server(
-                    &span,
-                    crate::telemetry::traces::RequestFacts {
-                        method,
-                        route: route.map(|r| r.path),
-                        path: url_path,
-                        status,
-                        client: remote,
-                        request_id: &request_id,
-                        user_agent: user_agent.as_deref(),
-                    },
-                );
+                let facts = RequestFacts {
+                    method,
+                    route: route.map(|r| r.path),
+                    path: url_path,
+                    status,
+                    client: remote,
+                    request_id: &request_id,
+                    user_agent: user_agent.as_deref(),
+                };
+                p.traces().end_server(&span, facts);
             }
             let elapsed = started.elapsed();
             // Scrapes are not counted, so that an idle server's metrics stay idle.
@@ -166,35 +141,103 @@ where
                 p.metrics()
                     .observe_http(path, method, status_label(status), elapsed.as_secs_f64());
             }
-            let duration_ms = elapsed.as_secs_f64() * 1000.0;
             let principal = notes.principal.as_deref().unwrap_or("-");
-            if path.starts_with("/health") || path == "/metrics" {
-                tracing::debug!(
-                    request_id = request_id.as_str(),
-                    trace_id = trace_id.as_str(),
-                    method,
-                    route = path,
-                    uri = uri.as_str(),
-                    status,
-                    duration_ms,
-                    principal,
-                    "request"
-                );
-            } else {
-                tracing::info!(
-                    request_id = request_id.as_str(),
-                    trace_id = trace_id.as_str(),
-                    method,
-                    route = path,
-                    uri = uri.as_str(),
-                    status,
-                    duration_ms,
-                    principal,
-                    "request"
-                );
-            }
+            log_request(&facts, &trace_id, &uri, principal, elapsed);
             Ok(resp)
         })
+    }
+}
+
+/// The method as a bounded label: anything unusual is `other`.
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The URL path and user agent the server span records.
+fn span_facts<B>(req: &Request<B>) -> (String, Option<String>) {
+    let ua = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (req.uri().path().to_string(), ua)
+}
+
+/// What the middleware knows about a request once the handler has answered.
+struct Facts<'a> {
+    request_id: &'a str,
+    method: &'static str,
+    /// The route template (`unmatched` when no route matched).
+    path: &'static str,
+    status: u16,
+    started: Instant,
+}
+
+/// The durable acknowledgement. Writes made while the handler ran were only
+/// applied (see `deferring_durability`); the request's audit record (every
+/// mutating request, every 401 and 403) joins them, and one commit round makes
+/// all of it durable before the response leaves. A failed round turns the
+/// answer into a 503: nothing is acknowledged that is not on stable storage.
+async fn make_durable(
+    p: &Pipeline,
+    deferred: Option<Commit>,
+    notes: &Notes,
+    f: &Facts<'_>,
+) -> Option<ApiError> {
+    let mut pending = deferred;
+    let audited = matches!(f.method, "POST" | "PUT" | "DELETE" | "PATCH")
+        || f.status == 401
+        || f.status == 403;
+    if audited {
+        let draft = audit_draft(notes, f.method, f.path, f.status, f.started, p.now());
+        match p.audit(draft) {
+            Ok(c) => pending = Some(pending.map_or(c, |d| d.max(c))),
+            Err(e) => {
+                let request_id = f.request_id;
+                tracing::error!(error = %e, request_id, "audit record could not be written")
+            }
+        }
+    }
+    let c = pending?;
+    let e = p.store().wait_durable(c).await.err()?;
+    let request_id = f.request_id;
+    tracing::error!(error = %e, request_id, "commit failed; answering 503");
+    Some(crate::pipeline::PipelineError::from(e).into())
+}
+
+/// The access log line: probes and scrapes at debug, so that they do not
+/// drown the requests an operator is looking for.
+fn log_request(f: &Facts<'_>, trace_id: &str, uri: &str, principal: &str, elapsed: Duration) {
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let (request_id, method, route, status) = (f.request_id, f.method, f.path, f.status);
+    if route.starts_with("/health") || route == "/metrics" {
+        tracing::debug!(
+            request_id,
+            trace_id,
+            method,
+            route,
+            uri,
+            status,
+            duration_ms,
+            principal,
+            "request"
+        );
+    } else {
+        tracing::info!(
+            request_id,
+            trace_id,
+            method,
+            route,
+            uri,
+            status,
+            duration_ms,
+            principal,
+            "request"
+        );
     }
 }
 

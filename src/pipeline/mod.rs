@@ -3,7 +3,7 @@
 //! [`Pipeline`] owns the store, the clock, the configuration, the metrics and
 //! the wake-up channels. The domains (`tasks`, `queue`, `reviews`, `workers`,
 //! `guardrails`, `exec`, `events`) add their operations as `impl Pipeline`
-//! blocks; every one of them writes through [`Pipeline::commit`] (in
+//! blocks; every one of them writes through `Pipeline::commit` (in
 //! `commit.rs`), the one place where a write's events reach telemetry, waiting
 //! lessees are woken and the durable wait happens. A task changes state only
 //! through [`transition::move_to`], which keeps indexes, counters and events in

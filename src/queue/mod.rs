@@ -3,7 +3,9 @@
 //! `tasks::transition`, since every state change maintains it.
 
 mod deadletter;
+mod finish;
 mod lease;
 mod timers;
 
-pub use lease::{retry_delay, Failure, Grant, LeaseRequest};
+pub use finish::{retry_delay, Failure};
+pub use lease::{Grant, LeaseRequest};

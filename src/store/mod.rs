@@ -10,9 +10,16 @@ mod codec;
 mod commit;
 mod db;
 mod durability;
+mod error;
 pub mod keys;
+mod read;
+mod schema;
+mod txn;
 
 pub use codec::{decode, encode, CodecError, Record};
 pub use commit::Durable;
-pub use db::{Commit, Store, StoreError, Txn, SCHEMA_VERSION};
+pub use db::{Commit, Store};
 pub use durability::Durability;
+pub use error::StoreError;
+pub use schema::SCHEMA_VERSION;
+pub use txn::Txn;

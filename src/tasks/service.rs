@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::submit::NewTask;
+use crate::clock::Millis;
 use crate::guardrails::Subject;
 use crate::model::{
-    EventKind, EventRecord, IdempotencyRecord, RunId, RunOutcome, RunRecord, Stage, StateKind,
-    TaskId, TaskRecord, TaskState,
+    Decision, EventKind, EventRecord, IdempotencyRecord, RunId, RunOutcome, RunRecord,
+    ScheduleReason, Stage, StateKind, TaskId, TaskRecord, TaskState,
 };
 use crate::pipeline::transition::{self, append_event, move_to, Move, Note};
 use crate::pipeline::{end_lease, enforce, finish_run, load_task, Pipeline, PipelineError};
-use crate::store::keys;
+use crate::store::{keys, Txn};
 
 /// Most rows one list page examines before it returns a cursor (so that a
 /// sparse filter cannot turn one request into a full scan).
@@ -65,67 +66,13 @@ impl Pipeline {
     /// record is durable.
     pub async fn submit(&self, s: Submission) -> Result<Submitted, PipelineError> {
         let now = self.now();
-        let text = format!("{}\n{}", s.task.payload, serde_json::json!(s.task.labels));
-        let decisions = self.guardrails.evaluate(Subject {
-            stage: Stage::Input,
-            queue: s.task.queue.as_str(),
-            text: &text,
-            tool: None,
-        });
-        self.count_decisions(&decisions);
-        if let Some(block) = enforce::blocking(&decisions) {
-            return Err(enforce::blocked(block));
-        }
+        let decisions = self.screen_input(&s.task)?;
         self.commit(|txn, out| {
-            if let Some((key, hash)) = &s.idempotency {
-                let ikey = keys::idempotency(&s.principal, key);
-                if let Some(seen) = txn.get::<IdempotencyRecord>(&ikey)? {
-                    if &seen.body_sha256 != hash {
-                        return Err(PipelineError::Conflict {
-                            code: "idempotency_key_reused",
-                            message: format!(
-                                "Idempotency-Key {key:?} was already used with a different body (task {})",
-                                seen.task_id
-                            ),
-                        });
-                    }
-                    let task = txn
-                        .get::<TaskRecord>(&keys::task(&seen.task_id.to_bytes()))?
-                        .ok_or_else(|| PipelineError::not_found("task", seen.task_id))?;
-                    return Ok(Submitted::Replayed(task));
-                }
+            if let Some(task) = replayed(txn, &s)? {
+                return Ok(Submitted::Replayed(task));
             }
             let id = TaskId::from_ulid(txn.new_ulid());
-            let t = s.task.clone();
-            let state = match t.eligible_at {
-                Some(at) => TaskState::Scheduled {
-                    eligible_at: at,
-                    reason: crate::model::ScheduleReason::Delayed,
-                },
-                None => TaskState::Queued { eligible_at: now },
-            };
-            let task = TaskRecord {
-                id,
-                queue: t.queue,
-                priority: t.priority,
-                labels: t.labels,
-                payload: t.payload,
-                steps: t.steps,
-                max_attempts: t.max_attempts,
-                review: t.review,
-                workdir: t.workdir,
-                submitted_by: s.principal.clone(),
-                idempotency_key: s.idempotency.as_ref().map(|(k, _)| k.clone()),
-                traceparent: s.traceparent.clone(),
-                created_at: now,
-                updated_at: now,
-                state,
-                attempts: 0,
-                budget_used: 0,
-                runs: Vec::new(),
-                last_error: None,
-                result: None,
-            };
+            let task = new_record(id, &s, now);
             transition::insert(txn, &task)?;
             if let Some((key, hash)) = &s.idempotency {
                 txn.put(
@@ -136,27 +83,29 @@ impl Pipeline {
                     },
                 )?;
             }
-            let submitted = json!({
-                "priority": task.priority,
-                "labels": task.labels,
-                "steps": task.steps.iter().map(|s| s.name().as_str()).collect::<Vec<_>>(),
-                "max_attempts": task.max_attempts,
-                "review_required": task.review.required,
-                "submitted_by": task.submitted_by,
-            });
-            append_event(txn, out, &task, Note { kind: EventKind::TaskSubmitted, run: None, at: now, data: submitted })?;
-            let (kind, data) = match &task.state {
-                TaskState::Scheduled { eligible_at, .. } => (
-                    EventKind::TaskScheduled,
-                    json!({"reason": "delayed", "eligible_at": crate::clock::format_rfc3339(*eligible_at)}),
-                ),
-                _ => (EventKind::TaskQueued, json!({"reason": "submitted"})),
-            };
-            transition::entered(txn, out, &task, Note { kind, run: None, at: now, data })?;
+            record_submission(txn, out, &task, now)?;
             enforce::record(txn, out, &task, None, &decisions, now)?;
             Ok(Submitted::Created(task))
         })
         .await
+    }
+
+    /// Runs the input-stage guardrails over the payload and labels, counts
+    /// their decisions, and refuses a blocked submission (422) before anything
+    /// is written.
+    fn screen_input(&self, task: &NewTask) -> Result<Vec<Decision>, PipelineError> {
+        let text = format!("{}\n{}", task.payload, serde_json::json!(task.labels));
+        let decisions = self.guardrails.evaluate(Subject {
+            stage: Stage::Input,
+            queue: task.queue.as_str(),
+            text: &text,
+            tool: None,
+        });
+        self.count_decisions(&decisions);
+        if let Some(block) = enforce::blocking(&decisions) {
+            return Err(enforce::blocked(block));
+        }
+        Ok(decisions)
     }
 
     /// One task.
@@ -400,4 +349,113 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// The task an earlier submission with the same `Idempotency-Key` created,
+/// when there was one with the same body; a 409 when the key came with a
+/// different body; `None` when the key is new (or none was given).
+fn replayed(txn: &Txn<'_>, s: &Submission) -> Result<Option<TaskRecord>, PipelineError> {
+    let Some((key, hash)) = &s.idempotency else {
+        return Ok(None);
+    };
+    let ikey = keys::idempotency(&s.principal, key);
+    let Some(seen) = txn.get::<IdempotencyRecord>(&ikey)? else {
+        return Ok(None);
+    };
+    if &seen.body_sha256 != hash {
+        return Err(PipelineError::Conflict {
+            code: "idempotency_key_reused",
+            message: format!(
+                "Idempotency-Key {key:?} was already used with a different body (task {})",
+                seen.task_id
+            ),
+        });
+    }
+    let task = txn
+        .get::<TaskRecord>(&keys::task(&seen.task_id.to_bytes()))?
+        .ok_or_else(|| PipelineError::not_found("task", seen.task_id))?;
+    Ok(Some(task))
+}
+
+/// The record of a new task: `scheduled` when it has a future `eligible_at`,
+/// otherwise `queued` now (`now` in Unix ms).
+fn new_record(id: TaskId, s: &Submission, now: Millis) -> TaskRecord {
+    let t = s.task.clone();
+    let state = match t.eligible_at {
+        Some(at) => TaskState::Scheduled {
+            eligible_at: at,
+            reason: ScheduleReason::Delayed,
+        },
+        None => TaskState::Queued { eligible_at: now },
+    };
+    TaskRecord {
+        id,
+        queue: t.queue,
+        priority: t.priority,
+        labels: t.labels,
+        payload: t.payload,
+        steps: t.steps,
+        max_attempts: t.max_attempts,
+        review: t.review,
+        workdir: t.workdir,
+        submitted_by: s.principal.clone(),
+        idempotency_key: s.idempotency.as_ref().map(|(k, _)| k.clone()),
+        traceparent: s.traceparent.clone(),
+        created_at: now,
+        updated_at: now,
+        state,
+        attempts: 0,
+        budget_used: 0,
+        runs: Vec::new(),
+        last_error: None,
+        result: None,
+    }
+}
+
+/// Appends a new task's two first events: `task_submitted`, then the event
+/// of the state it starts in (`task_queued` or `task_scheduled`).
+fn record_submission(
+    txn: &mut Txn<'_>,
+    out: &mut Vec<EventRecord>,
+    task: &TaskRecord,
+    now: Millis,
+) -> Result<(), PipelineError> {
+    let submitted = json!({
+        "priority": task.priority,
+        "labels": task.labels,
+        "steps": task.steps.iter().map(|s| s.name().as_str()).collect::<Vec<_>>(),
+        "max_attempts": task.max_attempts,
+        "review_required": task.review.required,
+        "submitted_by": task.submitted_by,
+    });
+    append_event(
+        txn,
+        out,
+        task,
+        Note {
+            kind: EventKind::TaskSubmitted,
+            run: None,
+            at: now,
+            data: submitted,
+        },
+    )?;
+    let (kind, data) = match &task.state {
+        TaskState::Scheduled { eligible_at, .. } => (
+            EventKind::TaskScheduled,
+            json!({"reason": "delayed", "eligible_at": crate::clock::format_rfc3339(*eligible_at)}),
+        ),
+        _ => (EventKind::TaskQueued, json!({"reason": "submitted"})),
+    };
+    transition::entered(
+        txn,
+        out,
+        task,
+        Note {
+            kind,
+            run: None,
+            at: now,
+            data,
+        },
+    )?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::clock::{parse_rfc3339, Millis};
-use crate::config::{is_contained_relative, Config};
+use crate::config::{is_contained_relative, Config, TaskLimits};
 use crate::model::{QueueName, ReviewRequest, StepName, StepSpec};
 use crate::pipeline::PipelineError;
 
@@ -98,23 +98,63 @@ pub struct NewTask {
     pub workdir: Option<String>,
 }
 
-/// Checks a submission against the limits and the step recipes.
+/// Checks a submission against the limits and the step recipes. Fields are
+/// checked in a fixed order (queue, priority, run_at/delay, labels, payload,
+/// steps, max_attempts, review, workdir) and the first bad one is named.
 pub fn validate(
     req: SubmitRequest,
     config: &Config,
     now: Millis,
 ) -> Result<NewTask, PipelineError> {
     let limits = &config.tasks;
-    let queue = QueueName::parse(req.queue.as_deref().unwrap_or(DEFAULT_QUEUE))
-        .map_err(|e| PipelineError::invalid("queue", e.0))?;
-    let priority = req.priority.unwrap_or(DEFAULT_PRIORITY);
+    let queue = queue_of(req.queue.as_deref())?;
+    let priority = priority_of(req.priority)?;
+    let eligible_at = eligible_at(req.run_at.as_deref(), req.delay.as_deref(), now)?;
+    check_labels(&req.labels, limits)?;
+    let payload = payload_of(&req.payload, limits)?;
+    let steps = steps_of(req.steps, &queue, config)?;
+    let max_attempts = max_attempts_of(req.max_attempts, limits)?;
+    let review = review_of(req.review)?;
+    check_workdir(req.workdir.as_deref())?;
+    Ok(NewTask {
+        queue,
+        priority,
+        eligible_at,
+        labels: req.labels,
+        payload,
+        steps,
+        max_attempts,
+        review,
+        workdir: req.workdir,
+    })
+}
+
+/// `queue`: a valid queue name, `default` when absent.
+fn queue_of(queue: Option<&str>) -> Result<QueueName, PipelineError> {
+    QueueName::parse(queue.unwrap_or(DEFAULT_QUEUE))
+        .map_err(|e| PipelineError::invalid("queue", e.0))
+}
+
+/// `priority`: 0–9, [`DEFAULT_PRIORITY`] when absent.
+fn priority_of(priority: Option<u8>) -> Result<u8, PipelineError> {
+    let priority = priority.unwrap_or(DEFAULT_PRIORITY);
     if priority > 9 {
         return Err(PipelineError::invalid(
             "priority",
             format!("priority must be 0-9 (9 is leased first), got {priority}"),
         ));
     }
-    let eligible_at = match (&req.run_at, &req.delay) {
+    Ok(priority)
+}
+
+/// `run_at` or `delay` (not both) as Unix ms; `None` when neither is given
+/// or the time is not in the future (the task is eligible at once).
+fn eligible_at(
+    run_at: Option<&str>,
+    delay: Option<&str>,
+    now: Millis,
+) -> Result<Option<Millis>, PipelineError> {
+    let at = match (run_at, delay) {
         (Some(_), Some(_)) => {
             return Err(PipelineError::invalid(
                 "run_at",
@@ -134,20 +174,22 @@ pub fn validate(
             Some(now + d.as_millis() as u64)
         }
         (None, None) => None,
-    }
-    .filter(|&t| t > now);
+    };
+    Ok(at.filter(|&t| t > now))
+}
 
-    if req.labels.len() > limits.max_labels {
+/// `labels`: how many, and each key's and value's shape and size.
+fn check_labels(
+    labels: &BTreeMap<String, String>,
+    limits: &TaskLimits,
+) -> Result<(), PipelineError> {
+    if labels.len() > limits.max_labels {
         return Err(PipelineError::invalid(
             "labels",
-            format!(
-                "at most {} labels, got {}",
-                limits.max_labels,
-                req.labels.len()
-            ),
+            format!("at most {} labels, got {}", limits.max_labels, labels.len()),
         ));
     }
-    for (k, v) in &req.labels {
+    for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= limits.max_label_key_bytes
             && k.chars()
@@ -171,8 +213,12 @@ pub fn validate(
             ));
         }
     }
+    Ok(())
+}
 
-    let payload = req.payload.to_string();
+/// `payload` as JSON text, at most `tasks.max_payload_bytes` (413 beyond).
+fn payload_of(payload: &Value, limits: &TaskLimits) -> Result<String, PipelineError> {
+    let payload = payload.to_string();
     if payload.len() > limits.max_payload_bytes {
         return Err(PipelineError::TooLarge {
             message: format!(
@@ -182,87 +228,118 @@ pub fn validate(
             ),
         });
     }
+    Ok(payload)
+}
 
-    if req.steps.len() > limits.max_steps {
+/// `steps`: how many, then each one. On a queue the built-in executor runs,
+/// a named step must be a configured recipe (nothing else could run it).
+fn steps_of(
+    steps: Vec<StepRequest>,
+    queue: &QueueName,
+    config: &Config,
+) -> Result<Vec<StepSpec>, PipelineError> {
+    let limits = &config.tasks;
+    if steps.len() > limits.max_steps {
         return Err(PipelineError::invalid(
             "steps",
-            format!(
-                "at most {} steps, got {}",
-                limits.max_steps,
-                req.steps.len()
-            ),
+            format!("at most {} steps, got {}", limits.max_steps, steps.len()),
         ));
     }
     let executor_queue =
         config.executor.enabled && config.executor.queues.iter().any(|q| q == queue.as_str());
-    let mut steps = Vec::with_capacity(req.steps.len());
-    for (i, s) in req.steps.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(steps.len());
+    for (i, s) in steps.into_iter().enumerate() {
         let field = format!("steps[{i}]");
         let spec = match s {
-            StepRequest::Name(n) => {
-                let name = StepName::parse(&n).map_err(|e| PipelineError::invalid(&field, e.0))?;
-                if executor_queue && !config.steps.contains_key(name.as_str()) {
-                    let known: Vec<&str> = config.steps.keys().map(String::as_str).collect();
-                    return Err(PipelineError::invalid(
-                        &field,
-                        format!(
-                            "no step recipe named {n:?} on queue {queue}, which the built-in executor runs; configured recipes: [{}]",
-                            known.join(", ")
-                        ),
-                    ));
-                }
-                StepSpec::Named(name)
-            }
-            StepRequest::Inline { name, argv } => {
-                if !config.executor.allow_inline_commands {
-                    return Err(PipelineError::invalid(
-                        &field,
-                        "inline commands are disabled (executor.allow_inline_commands = false); name a configured step instead",
-                    ));
-                }
-                let name =
-                    StepName::parse(&name).map_err(|e| PipelineError::invalid(&field, e.0))?;
-                let total: usize = argv.iter().map(String::len).sum();
-                if argv.is_empty() || argv[0].is_empty() || total > MAX_INLINE_ARGV_BYTES {
-                    return Err(PipelineError::invalid(
-                        format!("{field}.argv"),
-                        format!(
-                            "argv must name a program and stay under {MAX_INLINE_ARGV_BYTES} bytes"
-                        ),
-                    ));
-                }
-                StepSpec::Inline { name, argv }
-            }
+            StepRequest::Name(n) => named_step(&field, n, executor_queue, queue, config)?,
+            StepRequest::Inline { name, argv } => inline_step(&field, name, argv, config)?,
         };
-        steps.push(spec);
+        out.push(spec);
     }
+    Ok(out)
+}
 
-    let max_attempts = req.max_attempts.unwrap_or(limits.default_max_attempts);
+/// One named step (`field` is `steps[i]`, for errors).
+fn named_step(
+    field: &str,
+    n: String,
+    executor_queue: bool,
+    queue: &QueueName,
+    config: &Config,
+) -> Result<StepSpec, PipelineError> {
+    let name = StepName::parse(&n).map_err(|e| PipelineError::invalid(field, e.0))?;
+    if executor_queue && !config.steps.contains_key(name.as_str()) {
+        let known: Vec<&str> = config.steps.keys().map(String::as_str).collect();
+        return Err(PipelineError::invalid(
+            field,
+            format!(
+                "no step recipe named {n:?} on queue {queue}, which the built-in executor runs; configured recipes: [{}]",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(StepSpec::Named(name))
+}
+
+/// One inline command (`field` is `steps[i]`, for errors): only when
+/// `executor.allow_inline_commands` is on, and bounded in size.
+fn inline_step(
+    field: &str,
+    name: String,
+    argv: Vec<String>,
+    config: &Config,
+) -> Result<StepSpec, PipelineError> {
+    if !config.executor.allow_inline_commands {
+        return Err(PipelineError::invalid(
+            field,
+            "inline commands are disabled (executor.allow_inline_commands = false); name a configured step instead",
+        ));
+    }
+    let name = StepName::parse(&name).map_err(|e| PipelineError::invalid(field, e.0))?;
+    let total: usize = argv.iter().map(String::len).sum();
+    if argv.is_empty() || argv[0].is_empty() || total > MAX_INLINE_ARGV_BYTES {
+        return Err(PipelineError::invalid(
+            format!("{field}.argv"),
+            format!("argv must name a program and stay under {MAX_INLINE_ARGV_BYTES} bytes"),
+        ));
+    }
+    Ok(StepSpec::Inline { name, argv })
+}
+
+/// `max_attempts`: 1 to `tasks.max_attempts_limit`, the configured default
+/// when absent.
+fn max_attempts_of(max_attempts: Option<u32>, limits: &TaskLimits) -> Result<u32, PipelineError> {
+    let max_attempts = max_attempts.unwrap_or(limits.default_max_attempts);
     if max_attempts == 0 || max_attempts > limits.max_attempts_limit {
         return Err(PipelineError::invalid(
             "max_attempts",
             format!("max_attempts must be 1-{}", limits.max_attempts_limit),
         ));
     }
+    Ok(max_attempts)
+}
 
-    let review = match req.review {
-        None => ReviewRequest::default(),
-        Some(r) => {
-            let n = r.required_approvals.unwrap_or(0);
-            if n > 16 {
-                return Err(PipelineError::invalid(
-                    "review.required_approvals",
-                    "required_approvals must be 0-16 (0: the queue's default)",
-                ));
-            }
-            ReviewRequest {
-                required: r.required || n > 0,
-                required_approvals: n,
-            }
-        }
+/// `review`: asking for approvals (1–16) implies `required`.
+fn review_of(review: Option<ReviewBody>) -> Result<ReviewRequest, PipelineError> {
+    let Some(r) = review else {
+        return Ok(ReviewRequest::default());
     };
+    let n = r.required_approvals.unwrap_or(0);
+    if n > 16 {
+        return Err(PipelineError::invalid(
+            "review.required_approvals",
+            "required_approvals must be 0-16 (0: the queue's default)",
+        ));
+    }
+    Ok(ReviewRequest {
+        required: r.required || n > 0,
+        required_approvals: n,
+    })
+}
 
-    if let Some(w) = &req.workdir {
+/// `workdir`: a relative path that cannot climb out of the workspace root.
+fn check_workdir(workdir: Option<&str>) -> Result<(), PipelineError> {
+    if let Some(w) = workdir {
         if w.is_empty() || w.len() > MAX_WORKDIR_LEN || !is_contained_relative(Path::new(w)) {
             return Err(PipelineError::invalid(
                 "workdir",
@@ -270,18 +347,7 @@ pub fn validate(
             ));
         }
     }
-
-    Ok(NewTask {
-        queue,
-        priority,
-        eligible_at,
-        labels: req.labels,
-        payload,
-        steps,
-        max_attempts,
-        review,
-        workdir: req.workdir,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The worker projection and the worker event intake.
 
-use super::normalize::{AgentEvent, AgentEventKind, StatusReport};
+use super::agent_event::{AgentEvent, AgentEventKind};
+use super::status::StatusReport;
 use crate::clock::Millis;
 use crate::guardrails::Subject;
 use crate::model::{
-    Decision, EventKind, LeaseId, RunRecord, Stage, StepResult, TaskId, TaskState, Verdict,
-    WorkerId, WorkerRecord, WorkerStatus,
+    Decision, EventKind, EventRecord, LeaseId, RunId, RunRecord, Stage, StepResult, TaskId,
+    TaskRecord, TaskState, Verdict, WorkerId, WorkerRecord, WorkerStatus,
 };
 use crate::pipeline::transition::{append_event, move_to, Move, Note};
 use crate::pipeline::{enforce, Pipeline, PipelineError};
@@ -73,7 +74,7 @@ impl Pipeline {
         let now = self.now();
         self.commit(|txn, _| {
             if let Some(t) = report.current_task {
-                let task = txn.get::<crate::model::TaskRecord>(&keys::task(&t.to_bytes()))?;
+                let task = txn.get::<TaskRecord>(&keys::task(&t.to_bytes()))?;
                 if task.is_none() {
                     let msg = format!("no task with id {t}");
                     return Err(PipelineError::invalid("current_task", msg));
@@ -119,70 +120,14 @@ impl Pipeline {
         let (ids, decisions) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
-                // The tool stage: each reported tool call, answered now so the
-                // agent can stop. A block stores none of the batch's events.
-                let mut decisions = Vec::new();
-                for e in events
-                    .iter()
-                    .filter(|e| e.kind == AgentEventKind::ToolInvoked)
-                {
-                    let text = e.to_json().to_string();
-                    decisions.extend(self.guardrails.evaluate(Subject {
-                        stage: Stage::Tool,
-                        queue: task.queue.as_str(),
-                        text: &text,
-                        tool: e.tool_name.as_deref(),
-                    }));
-                }
+                let decisions = self.tool_stage(&task, &events);
+                // The decisions are recorded even when one blocks; a block
+                // stores none of the batch's events.
                 enforce::record(txn, out, &task, Some(lease.run_id), &decisions, now)?;
                 if enforce::blocking(&decisions).is_some() {
                     return Ok((Vec::new(), decisions));
                 }
-                let run_key = keys::run(&lease.run_id.to_bytes());
-                let mut run = txn
-                    .get::<RunRecord>(&run_key)?
-                    .ok_or_else(|| PipelineError::not_found("run", lease.run_id))?;
-                let mut ids = Vec::with_capacity(events.len());
-                for e in &events {
-                    apply_to_run(&mut run, e, now);
-                    let kind = event_kind(e.kind);
-                    let data = e.to_json();
-                    let start_verifying = e.kind == AgentEventKind::VerificationStarted
-                        && matches!(task.state, TaskState::Running(_));
-                    if start_verifying {
-                        let l = task
-                            .state
-                            .lease()
-                            .cloned()
-                            .expect("running tasks hold a lease");
-                        move_to(
-                            txn,
-                            out,
-                            &mut task,
-                            Move {
-                                to: TaskState::Verifying(l),
-                                event: kind,
-                                run: Some(run.id),
-                                at: now,
-                                data,
-                            },
-                        )?;
-                    } else {
-                        append_event(
-                            txn,
-                            out,
-                            &task,
-                            Note {
-                                kind,
-                                run: Some(run.id),
-                                at: now,
-                                data,
-                            },
-                        )?;
-                    }
-                    ids.push(out.last().map(|r| r.id).unwrap_or_default());
-                }
-                txn.put(run_key, &run)?;
+                let ids = store_events(txn, out, &mut task, lease.run_id, &events, now)?;
                 Ok((ids, decisions))
             })
             .await?;
@@ -190,14 +135,7 @@ impl Pipeline {
         if let Some(b) = enforce::blocking(&decisions) {
             return Err(enforce::blocked(b));
         }
-        for e in &events {
-            if e.kind == AgentEventKind::VerificationFinished {
-                if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms)
-                {
-                    self.metrics.observe_verification(step, outcome, ms);
-                }
-            }
-        }
+        self.observe_verifications(&events);
         Ok(Reported {
             event_ids: ids,
             guardrails: decisions
@@ -205,6 +143,110 @@ impl Pipeline {
                 .filter(|d| d.verdict != Verdict::Allow)
                 .collect(),
         })
+    }
+
+    /// The tool stage: every reported tool call is checked against the
+    /// task's queue's policies now, so the agent can stop.
+    fn tool_stage(&self, task: &TaskRecord, events: &[AgentEvent]) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == AgentEventKind::ToolInvoked)
+        {
+            let text = e.to_json().to_string();
+            decisions.extend(self.guardrails.evaluate(Subject {
+                stage: Stage::Tool,
+                queue: task.queue.as_str(),
+                text: &text,
+                tool: e.tool_name.as_deref(),
+            }));
+        }
+        decisions
+    }
+
+    /// Feeds finished verification steps (with a step, outcome and duration)
+    /// to the verification metrics; only called once the events are stored.
+    fn observe_verifications(&self, events: &[AgentEvent]) {
+        for e in events {
+            if e.kind == AgentEventKind::VerificationFinished {
+                if let (Some(step), Some(outcome), Some(ms)) = (&e.step, &e.outcome, e.duration_ms)
+                {
+                    self.metrics.observe_verification(step, outcome, ms);
+                }
+            }
+        }
+    }
+}
+
+/// Folds the events into the lease's run and appends one task event each;
+/// returns the ids of the appended events, in order.
+fn store_events(
+    txn: &mut Txn<'_>,
+    out: &mut Vec<EventRecord>,
+    task: &mut TaskRecord,
+    run_id: RunId,
+    events: &[AgentEvent],
+    now: Millis,
+) -> Result<Vec<u64>, PipelineError> {
+    let run_key = keys::run(&run_id.to_bytes());
+    let mut run = txn
+        .get::<RunRecord>(&run_key)?
+        .ok_or_else(|| PipelineError::not_found("run", run_id))?;
+    let mut ids = Vec::with_capacity(events.len());
+    for e in events {
+        apply_to_run(&mut run, e, now);
+        append_agent_event(txn, out, task, run.id, e, now)?;
+        ids.push(out.last().map(|r| r.id).unwrap_or_default());
+    }
+    txn.put(run_key, &run)?;
+    Ok(ids)
+}
+
+/// Appends the task event for `e`. The first `verification_started` of a
+/// running task also moves it to verifying (the event records the move).
+fn append_agent_event(
+    txn: &mut Txn<'_>,
+    out: &mut Vec<EventRecord>,
+    task: &mut TaskRecord,
+    run_id: RunId,
+    e: &AgentEvent,
+    now: Millis,
+) -> Result<(), PipelineError> {
+    let kind = event_kind(e.kind);
+    let data = e.to_json();
+    let start_verifying = e.kind == AgentEventKind::VerificationStarted
+        && matches!(task.state, TaskState::Running(_));
+    if start_verifying {
+        let l = task
+            .state
+            .lease()
+            .cloned()
+            .expect("running tasks hold a lease");
+        move_to(
+            txn,
+            out,
+            task,
+            Move {
+                to: TaskState::Verifying(l),
+                event: kind,
+                run: Some(run_id),
+                at: now,
+                data,
+            },
+        )
+    } else {
+        append_event(
+            txn,
+            out,
+            task,
+            Note {
+                kind,
+                run: Some(run_id),
+                at: now,
+                data,
+            },
+        )?;
+        Ok(())
     }
 }
 

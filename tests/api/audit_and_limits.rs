@@ -11,36 +11,32 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{client_with, spawn_app, spawn_app_with, spawn_real_time_app, start};
+use crate::client::TestClient;
+use crate::helpers::{spawn_app, spawn_app_with, spawn_real_time_app, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_of_one_principal_get_rate_times_time_plus_burst() {
     let (rate, burst) = (40.0, 20);
     let app = spawn_real_time_app(|c| c.ratelimit.read = Bucket { rate, burst }).await;
-    let client = app.client_as("greedy", &[Role::Observer]);
+    let greedy = app.api_as("greedy", &[Role::Observer]);
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let until = started + Duration::from_secs(3);
     let mut jobs = Vec::new();
     for _ in 0..16 {
-        let (c, url, a, r) = (
-            client.clone(),
-            app.url("/api/v1/tasks?limit=1"),
-            accepted.clone(),
-            refused.clone(),
-        );
+        let (c, a, r) = (greedy.clone(), accepted.clone(), refused.clone());
         jobs.push(tokio::spawn(async move {
             while Instant::now() < until {
-                let resp = c.get(&url).send().await.unwrap();
-                assert!(resp.headers().contains_key("x-ratelimit-limit"));
-                assert!(resp.headers().contains_key("x-ratelimit-remaining"));
-                assert!(resp.headers().contains_key("x-ratelimit-reset"));
-                match resp.status() {
+                let resp = c.tasks("limit=1").await;
+                assert!(resp.headers.contains_key("x-ratelimit-limit"));
+                assert!(resp.headers.contains_key("x-ratelimit-remaining"));
+                assert!(resp.headers.contains_key("x-ratelimit-reset"));
+                match resp.status {
                     StatusCode::OK => a.fetch_add(1, Ordering::Relaxed),
                     StatusCode::TOO_MANY_REQUESTS => {
                         assert!(
-                            resp.headers()["retry-after"]
+                            resp.headers["retry-after"]
                                 .to_str()
                                 .unwrap()
                                 .parse::<u64>()
@@ -88,31 +84,22 @@ async fn buckets_are_per_principal_and_per_class_and_survive_a_restart() {
         };
     };
     let app = spawn_app_with(tweak).await;
-    let alice = app.client_as("alice", &[Role::Submitter, Role::Observer]);
-    let bob = app.client_as("bob", &[Role::Submitter]);
-    let submit = |c: &reqwest::Client| {
-        c.post(app.url("/api/v1/tasks"))
-            .json(&json!({"queue": "q"}))
-            .send()
-    };
+    let alice = app.api_as("alice", &[Role::Submitter, Role::Observer]);
+    let bob = app.api_as("bob", &[Role::Submitter]);
+    let submit = |c: &TestClient| c.submit(json!({"queue": "q"}));
     for _ in 0..3 {
-        assert_eq!(submit(&alice).await.unwrap().status(), StatusCode::CREATED);
+        assert_eq!(submit(&alice).await.status, StatusCode::CREATED);
     }
-    let r = submit(&alice).await.unwrap();
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let r = submit(&alice).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers["x-ratelimit-remaining"], "0");
     assert_eq!(
-        submit(&bob).await.unwrap().status(),
+        submit(&bob).await.status,
         StatusCode::CREATED,
         "bob has his own bucket"
     );
     assert_eq!(
-        alice
-            .get(app.url("/api/v1/tasks"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        alice.tasks("").await.status,
         StatusCode::OK,
         "reads are another class"
     );
@@ -120,80 +107,40 @@ async fn buckets_are_per_principal_and_per_class_and_survive_a_restart() {
     let config = app.pipeline.config().clone();
     let dir = app.stop().await;
     let app = start(config, dir).await;
-    let alice = app.client_as("alice", &[Role::Submitter]);
-    let r = alice
-        .post(app.url("/api/v1/tasks"))
-        .json(&json!({"queue": "q"}))
-        .send()
-        .await
-        .unwrap();
+    let alice = app.api_as("alice", &[Role::Submitter]);
+    let r = alice.submit(json!({"queue": "q"})).await;
     assert_eq!(
-        r.status(),
+        r.status,
         StatusCode::TOO_MANY_REQUESTS,
         "a restart does not hand out a fresh burst"
     );
-    for path in ["/health/live", "/health/ready", "/metrics"] {
-        for _ in 0..5 {
-            assert_eq!(
-                client_with(None)
-                    .get(app.url(path))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status(),
-                StatusCode::OK
-            );
-        }
+    let anon = app.api().with_token(None);
+    for _ in 0..5 {
+        assert_eq!(anon.health("live").await.status, StatusCode::OK);
+        assert_eq!(anon.health("ready").await.status, StatusCode::OK);
+        assert_eq!(anon.metrics().await.status, StatusCode::OK);
     }
 }
 
 #[tokio::test]
 async fn mutating_requests_and_auth_failures_are_audited_with_their_context() {
     let app = spawn_app().await;
-    let alice = app.client_as("alice", &[Role::Submitter]);
+    let alice = app.api_as("alice", &[Role::Submitter]);
+    // The exact bytes, as the audit record hashes them.
     let body = r#"{"queue":"audited","labels":{"k":"v"}}"#;
     let r = alice
-        .post(app.url("/api/v1/tasks"))
-        .header("content-type", "application/json")
+        .send("POST", "/api/v1/tasks", body)
         .header("x-request-id", "req-audit-1")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let t: Value = r.json().await.unwrap();
-    alice
-        .get(app.url("/api/v1/dead-letter"))
-        .send()
-        .await
-        .unwrap(); // 403
-    client_with(Some("garbage"))
-        .get(app.url("/api/v1/tasks"))
-        .send()
-        .await
-        .unwrap(); // 401
-    alice
-        .post(app.url("/api/v1/tasks"))
-        .body("{")
-        .send()
-        .await
-        .unwrap(); // 400, still a mutating request
-    app.client
-        .get(app.url("/api/v1/tasks"))
-        .send()
-        .await
-        .unwrap(); // a plain read: not audited
-    alice
-        .post(app.url(&format!(
-            "/api/v1/tasks/{}/cancel",
-            t["id"].as_str().unwrap()
-        )))
-        .json(&json!({"reason": "r"}))
-        .send()
-        .await
-        .unwrap();
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let t = r.body;
+    alice.dead_letter().await; // 403
+    app.api().with_token(Some("garbage")).tasks("").await; // 401
+    alice.send("POST", "/api/v1/tasks", "{").await; // 400, still a mutating request
+    app.api().tasks("").await; // a plain read: not audited
+    alice.cancel(&t, Some("r")).await;
 
-    let page: Value = app.get("/api/v1/audit").await.body;
+    let page: Value = app.api().audit("").await.body;
     let records = page["records"].as_array().unwrap();
     let summary: Vec<(String, String, u64)> = records
         .iter()
@@ -237,19 +184,21 @@ async fn mutating_requests_and_auth_failures_are_audited_with_their_context() {
     );
 
     let only_alice: Value = app
-        .get("/api/v1/audit?principal=alice&route=/api/v1/tasks")
+        .api()
+        .audit("principal=alice&route=/api/v1/tasks")
         .await
         .body;
     assert_eq!(only_alice["records"].as_array().unwrap().len(), 2);
-    let paged: Value = app.get("/api/v1/audit?limit=2").await.body;
+    let paged: Value = app.api().audit("limit=2").await.body;
     let next = paged["next_cursor"].as_str().unwrap();
     let rest: Value = app
-        .get(&format!("/api/v1/audit?limit=10&cursor={next}"))
+        .api()
+        .audit(&format!("limit=10&cursor={next}"))
         .await
         .body;
     assert_eq!(rest["records"].as_array().unwrap().len(), 3);
 
-    let v: Value = app.get("/api/v1/audit/verify").await.body;
+    let v: Value = app.api().audit_verify().await.body;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["checked"], 5);
 }

@@ -194,14 +194,8 @@ async fn bad_requests_get_clear_errors_and_leave_the_store_unchanged() {
         ),
     ];
     for (method, path, body, status, code) in cases {
-        let req = app
-            .client
-            .request(method.parse().unwrap(), app.url(&path))
-            .header("content-type", "application/json")
-            .body(body.clone());
-        let r = req.send().await.unwrap();
-        let got = r.status();
-        let json: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+        let r = app.api().send(method, &path, body.clone()).await;
+        let (got, json) = (r.status, r.body);
         assert_eq!(
             got,
             status,
@@ -215,7 +209,7 @@ async fn bad_requests_get_clear_errors_and_leave_the_store_unchanged() {
             .is_some_and(|s| !s.is_empty()));
     }
 
-    let list = app.get("/api/v1/tasks").await.body;
+    let list = app.api().tasks("").await.body;
     assert_eq!(
         list["tasks"].as_array().unwrap().len(),
         1,
@@ -227,7 +221,7 @@ async fn bad_requests_get_clear_errors_and_leave_the_store_unchanged() {
         after["events"], before["events"],
         "no bad request appended an event"
     );
-    assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+    assert_eq!(app.api().health("ready").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -236,7 +230,7 @@ async fn an_oversized_chunked_body_is_refused_while_reading() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..10).map(|_| Ok(vec![b' '; 1024])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let r = app.post_raw("/api/v1/tasks", body).await;
+    let r = app.api().send("POST", "/api/v1/tasks", body).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.code(), "too_large");
 }
@@ -247,8 +241,7 @@ async fn completing_a_cancelled_task_is_refused_and_the_task_stays_cancelled() {
     let t = app.submit(json!({"queue": "q"})).await;
     let lease = app.lease("q", "w", 1).await.remove(0);
     let id = t["id"].as_str().unwrap();
-    app.post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
-        .await;
+    app.api().cancel(id, None).await;
     for action in ["complete", "events"] {
         let body = if action == "events" {
             json!({"events": [{"type": "agent_started", "agent_name": "a"}]})

@@ -180,7 +180,7 @@ fn bench_refuses_flags_that_do_not_apply_with_a_usage_error() {
 async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
     let app = spawn_real_time_app(|c| c.ratelimit.enabled = false).await;
     let token = app.token("bench", &[Role::Submitter, Role::Worker]);
-    let url = app.url("");
+    let url = app.api().url("");
     let out = tokio::task::spawn_blocking(move || {
         bench(&[SMALL, &["--url", &url, "--token", &token, "--no-bare-warp"]].concat())
     })
@@ -217,15 +217,15 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
     for queue in ["bench-submit", "bench-e2e", "bench-pickup"] {
         for state in ["queued", "running"] {
             let r = app
-                .get(&format!("/api/v1/tasks?queue={queue}&state={state}"))
+                .api()
+                .tasks(&format!("queue={queue}&state={state}"))
                 .await;
             let left = r.body["tasks"].as_array().unwrap().len();
             assert_eq!(left, 0, "{queue} {state}: {:#}", r.body);
         }
         let r = app
-            .get(&format!(
-                "/api/v1/tasks?queue={queue}&state=completed&limit=500"
-            ))
+            .api()
+            .tasks(&format!("queue={queue}&state=completed&limit=500"))
             .await;
         assert!(!r.body["tasks"].as_array().unwrap().is_empty(), "{queue}");
     }
@@ -235,7 +235,7 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
 async fn bench_against_a_url_without_the_worker_role_fails_and_names_the_call() {
     let app = spawn_real_time_app(|c| c.ratelimit.enabled = false).await;
     let token = app.token("bench", &[Role::Submitter]);
-    let url = app.url("");
+    let url = app.api().url("");
     let out = tokio::task::spawn_blocking(move || {
         bench(&[SMALL, &["--url", &url, "--token", &token, "--no-bare-warp"]].concat())
     })

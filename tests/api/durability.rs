@@ -6,37 +6,32 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::helpers::wait_until;
 use crate::process::ServerProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_task_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
-    let client = server.client();
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..24 {
-        let (client, url, acked) = (client.clone(), server.url("/api/v1/tasks"), acked.clone());
+        let (api, acked) = (server.api().clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             for n in 0.. {
                 let seq = format!("{w}-{n}");
-                let r = client
-                    .post(&url)
-                    .json(&json!({"queue": "crash", "labels": {"seq": seq}}))
-                    .send()
+                let r = api
+                    .submit(json!({"queue": "crash", "labels": {"seq": seq}}))
+                    .try_send()
                     .await;
                 match r {
-                    Ok(r) if r.status() == 201 => {
-                        let v: Value = match r.json().await {
-                            Ok(v) => v,
-                            Err(_) => return, // the process died mid-body
+                    Ok(r) if r.status == 201 => {
+                        let Some(id) = r.body["id"].as_str() else {
+                            return; // the process died mid-body
                         };
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push((v["id"].as_str().unwrap().to_string(), seq));
+                        acked.lock().unwrap().push((id.to_string(), seq));
                     }
                     _ => return, // connection refused or reset: the server is gone
                 }
@@ -44,9 +39,12 @@ async fn every_acknowledged_task_survives_kill_9_exactly_once() {
         }));
     }
     // Let the writers get going, then pull the plug mid-load.
-    while acked.lock().unwrap().len() < 300 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "300 submissions are acknowledged",
+        Duration::from_secs(60),
+        async || acked.lock().unwrap().len() >= 300,
+    )
+    .await;
     server.kill9();
     for w in writers {
         let _ = w.await;
@@ -55,14 +53,15 @@ async fn every_acknowledged_task_survives_kill_9_exactly_once() {
     assert!(acked.len() >= 300);
 
     let server = ServerProcess::start(dir.path(), &[]);
+    let api = server.api();
     let mut stored_seqs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut url = server.url("/api/v1/tasks?queue=crash&limit=500");
+        let mut query = "queue=crash&limit=500".to_string();
         if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
+            query.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let page = api.tasks(&query).await.body;
         for t in page["tasks"].as_array().unwrap() {
             stored_seqs.push(t["labels"]["seq"].as_str().unwrap().to_string());
         }
@@ -78,26 +77,14 @@ async fn every_acknowledged_task_survives_kill_9_exactly_once() {
         "no submission is stored twice"
     );
     for (id, seq) in &acked {
-        let r = client
-            .get(server.url(&format!("/api/v1/tasks/{id}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged task {id} ({seq}) was lost");
-        let t: Value = r.json().await.unwrap();
+        let r = api.task(id).await;
+        assert_eq!(r.status, 200, "acknowledged task {id} ({seq}) was lost");
+        let t = r.body;
         assert_eq!(t["labels"]["seq"], seq.as_str());
         assert_eq!(t["state"], "queued");
     }
     // The event log is intact too: two events per stored task, ids 1..=n.
-    let r = client
-        .get(server.url("/api/v1/events?idle_timeout=500ms"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let events = crate::helpers::parse_sse(&r);
+    let events = api.events("idle_timeout=500ms").await.sse();
     assert_eq!(events.len(), stored_seqs.len() * 2);
     let ids: Vec<u64> = events
         .iter()
@@ -111,37 +98,13 @@ async fn every_acknowledged_task_survives_kill_9_exactly_once() {
 async fn a_restart_requeues_tasks_whose_lease_expired_while_the_server_was_down() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
-    let client = server.client();
-    let t: Value = client
-        .post(server.url("/api/v1/tasks"))
-        .json(&json!({"queue": "r"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let lease: Value = client
-        .post(server.url("/api/v1/queues/r/lease"))
-        .json(&json!({"worker_id": "w", "lease_ms": 200}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = server.api().submit(json!({"queue": "r"})).await.body;
+    let lease = server.api().lease_for("r", "w", 1, 0, 200).await.body;
     assert_eq!(lease["leases"].as_array().unwrap().len(), 1);
     server.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await; // the lease runs out while nobody watches
     let server = ServerProcess::start(dir.path(), &[]);
-    let task: Value = client
-        .get(server.url(&format!("/api/v1/tasks/{}", t["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task = server.api().task(&t).await.body;
     assert_eq!(task["state"], "queued");
     assert_eq!(task["runs"][0]["outcome"], "lease_expired");
     assert!(server.terminate().success(), "SIGTERM exits 0");
@@ -152,26 +115,22 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_in_time() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
     let pid = server.child.id() as libc::pid_t;
-    let client = server.client();
-    let url = server.url("/api/v1/tasks");
     let signalled = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
     let mut clients = Vec::new();
     for c in 0..16 {
-        let (client, url, signalled) = (client.clone(), url.clone(), signalled.clone());
+        let (api, signalled) = (server.api().clone(), signalled.clone());
         clients.push(tokio::spawn(async move {
             let (mut acked, mut refused_after) = (Vec::new(), 0u32);
             for i in 0..10_000 {
-                match client
-                    .post(&url)
-                    .json(&json!({"queue": "load", "labels": {"c": c.to_string(), "i": i.to_string()}}))
-                    .send()
+                match api
+                    .submit(json!({"queue": "load", "labels": {"c": c.to_string(), "i": i.to_string()}}))
+                    .try_send()
                     .await
                 {
                     Ok(r) => {
-                        let status = r.status();
-                        assert_eq!(status, reqwest::StatusCode::CREATED, "an answered request failed");
-                        let body: Value = r.json().await.expect("a complete body");
-                        acked.push(body["id"].as_str().unwrap().to_string());
+                        assert_eq!(r.status, reqwest::StatusCode::CREATED, "an answered request failed");
+                        assert!(!r.body.is_null(), "a complete body: {:?}", r.text);
+                        acked.push(r.body["id"].as_str().unwrap().to_string());
                     }
                     Err(e) => {
                         // Unanswered requests only once shutdown began (the
@@ -192,7 +151,19 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_in_time() {
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once the load is running.
+    wait_until(
+        "100 submissions under load have committed",
+        Duration::from_secs(30),
+        async || {
+            server
+                .api()
+                .metric(r#"forgeline_tasks_submitted_total{queue="load"}"#)
+                .await
+                .is_some_and(|n| n >= 100.0)
+        },
+    )
+    .await;
     let _ = signalled.set(std::time::Instant::now());
     // SAFETY: signalling our own child.
     unsafe {
@@ -214,14 +185,9 @@ async fn sigterm_under_load_finishes_accepted_requests_and_exits_in_time() {
     assert!(acked.len() > 10, "the load ran: {}", acked.len());
     // Every acknowledged task is there after a restart.
     let server = ServerProcess::start(dir.path(), &[]);
-    let client = server.client();
     for id in &acked {
-        let r = client
-            .get(server.url(&format!("/api/v1/tasks/{id}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::OK, "task {id} lost");
+        let r = server.api().task(id).await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "task {id} lost");
     }
     assert!(server.terminate().success());
 }

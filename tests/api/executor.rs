@@ -51,20 +51,11 @@ async fn stream_of(
     app: &crate::helpers::TestApp,
     body: serde_json::Value,
 ) -> Vec<crate::helpers::Sse> {
-    let r = app
-        .client
-        .post(app.url("/api/v1/tasks/stream"))
-        .json(&body)
-        .send()
+    let r = tokio::time::timeout(Duration::from_secs(30), app.api().submit_stream(body))
         .await
         .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
-    crate::helpers::parse_sse(
-        &tokio::time::timeout(Duration::from_secs(30), r.text())
-            .await
-            .unwrap()
-            .unwrap(),
-    )
+    assert_eq!(r.status, reqwest::StatusCode::OK);
+    r.sse()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,8 +169,7 @@ async fn cancelling_a_running_task_stops_its_step() {
     let id = t["id"].as_str().unwrap().to_string();
     app.sse(&format!("/api/v1/tasks/{id}/events?max_events=4"), None)
         .await; // verification_started
-    app.post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
-        .await;
+    app.api().cancel(&id, None).await;
     let all = app
         .sse(&format!("/api/v1/tasks/{id}/events?idle_timeout=3s"), None)
         .await;

@@ -1,6 +1,5 @@
 //! `spawn_app()` and the `TestApp` handle every test talks through.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,37 +10,24 @@ use forgeline::config::Config;
 use forgeline::pipeline::Pipeline;
 use forgeline::store::Durability;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
+
+use crate::client::{Id, Resp, TestClient};
 
 /// The HS256 secret test servers use.
 pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
 
 /// A server running in this process on 127.0.0.1 with a fresh store.
-/// `client` sends a token for principal `tester` with every role.
+/// `api()` sends a token for principal `tester` with every role.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    api: TestClient,
     pub auth: Authenticator,
     pub clock: Arc<ManualClock>,
     pub pipeline: Arc<Pipeline>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
-}
-
-/// A response: status, headers and the body parsed as JSON (Null if not JSON).
-#[derive(Debug)]
-pub struct Resp {
-    pub status: StatusCode,
-    pub body: Value,
-}
-
-impl Resp {
-    /// The error code of an error body.
-    pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
 }
 
 /// One server-sent event.
@@ -120,8 +106,7 @@ pub async fn start_with(config: Config, dir: tempfile::TempDir, real_time: bool)
         .issue("tester", RoleSet::all(), Duration::from_secs(3600))
         .unwrap();
     TestApp {
-        addr,
-        client: client_with(Some(&token)),
+        api: TestClient::new(addr, Some(&token)),
         auth,
         clock,
         pipeline,
@@ -131,29 +116,17 @@ pub async fn start_with(config: Config, dir: tempfile::TempDir, real_time: bool)
     }
 }
 
-/// A client that sends `token` on every request (none: no Authorization).
-pub fn client_with(token: Option<&str>) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(t) = token {
-        headers.insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .default_headers(headers)
-        .build()
-        .unwrap()
-}
-
-async fn to_resp(r: reqwest::Response) -> Resp {
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    Resp {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
-}
-
 impl TestApp {
+    /// The client acting as `tester` with every role.
+    pub fn api(&self) -> &TestClient {
+        &self.api
+    }
+
+    /// A client acting as `sub` with `roles`.
+    pub fn api_as(&self, sub: &str, roles: &[Role]) -> TestClient {
+        self.api.with_token(Some(&self.token(sub, roles)))
+    }
+
     /// A token for `sub` with `roles`, valid for an hour.
     pub fn token(&self, sub: &str, roles: &[Role]) -> String {
         self.auth
@@ -161,66 +134,19 @@ impl TestApp {
             .unwrap()
     }
 
-    /// A client acting as `sub` with `roles`.
-    pub fn client_as(&self, sub: &str, roles: &[Role]) -> reqwest::Client {
-        client_with(Some(&self.token(sub, roles)))
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
     /// The `/metrics` exposition, scraped without credentials.
     pub async fn metrics(&self) -> String {
-        client_with(None)
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        to_resp(self.client.get(self.url(path)).send().await.expect("GET")).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> Resp {
-        to_resp(
-            self.client
-                .post(self.url(path))
-                .json(&body)
-                .send()
-                .await
-                .expect("POST"),
-        )
-        .await
-    }
-
-    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Resp {
-        let r = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        to_resp(r).await
+        self.api.with_token(None).metrics().await.text
     }
 
     /// Submits a task and asserts 201.
     pub async fn submit(&self, body: Value) -> Value {
-        let r = self.post("/api/v1/tasks", body).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body
+        self.api.submit(body).await.expect(StatusCode::CREATED)
     }
 
-    pub async fn task(&self, id: &str) -> Value {
-        let r = self.get(&format!("/api/v1/tasks/{id}")).await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        r.body
+    /// Reads a task and asserts 200.
+    pub async fn task(&self, id: &(impl Id + ?Sized)) -> Value {
+        self.api.task(id).await.expect(StatusCode::OK)
     }
 
     /// Leases from `queue` as `worker` (no waiting).
@@ -235,27 +161,16 @@ impl TestApp {
         max: usize,
         wait_ms: u64,
     ) -> Vec<Value> {
-        let r = self
-            .post(
-                &format!("/api/v1/queues/{queue}/lease"),
-                json!({"worker_id": worker, "max": max, "wait_ms": wait_ms}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        r.body["leases"].as_array().unwrap().clone()
+        let r = self.api.lease(queue, worker, max, wait_ms).await;
+        r.expect(StatusCode::OK)["leases"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Calls a lease action with the lease's token merged into `body`.
-    pub async fn lease_call(&self, lease: &Value, action: &str, mut body: Value) -> Resp {
-        body["token"] = lease["token"].clone();
-        self.post(
-            &format!(
-                "/api/v1/leases/{}/{action}",
-                lease["lease_id"].as_str().unwrap()
-            ),
-            body,
-        )
-        .await
+    pub async fn lease_call(&self, lease: &Value, action: &str, body: Value) -> Resp {
+        self.api.lease_call(lease, action, body).await
     }
 
     /// Moves the clock and runs the timers once (reaper, scheduler).
@@ -269,13 +184,9 @@ impl TestApp {
 
     /// Reads an SSE response to its end (use max_events/idle_timeout).
     pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> Vec<Sse> {
-        let mut req = self.client.get(self.url(path));
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let r = req.send().await.expect("GET stream");
-        assert_eq!(r.status(), StatusCode::OK);
-        parse_sse(&r.text().await.unwrap())
+        let r = self.api.stream(path).last_event_id(last_event_id).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.sse()
     }
 
     /// Stops the server gracefully and waits for it.
@@ -330,6 +241,30 @@ pub fn parse_sse(text: &str) -> Vec<Sse> {
 /// The `type`s of a list of events.
 pub fn kinds(events: &[Sse]) -> Vec<String> {
     events.iter().map(|e| e.event.clone()).collect()
+}
+
+/// The value of `series` (name and labels, exactly as exported) in a
+/// Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Polls `condition` every 10 ms until it holds; panics naming `what` if it
+/// still does not after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A guardrail policy with no queue filter, limit, pattern or tool list.

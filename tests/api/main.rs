@@ -5,6 +5,7 @@ mod audit_and_limits;
 mod bad_input;
 mod bench;
 mod cli;
+mod client;
 mod durability;
 mod executor;
 mod fixtures;

@@ -10,7 +10,7 @@ use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{client_with, policy, spawn_app_with};
+use crate::helpers::{policy, spawn_app_with};
 
 /// name → (type, label keys).
 type Families = BTreeMap<String, (String, BTreeSet<String>)>;
@@ -163,25 +163,15 @@ async fn live_metrics_match_the_documented_contract_both_ways_and_pass_promtool(
     app.advance(Duration::from_secs(700)).await;
     // The escalated ticket is assigned; a decision ends it.
     let ticket = app
-        .get(&format!(
-            "/api/v1/reviews/{}",
-            app.task(t["id"].as_str().unwrap()).await["reviews"][0]["id"]
-                .as_str()
-                .unwrap()
-        ))
+        .api()
+        .review(&app.task(&t).await["reviews"][0])
         .await
         .body;
     let r = app
-        .client_as("oncall", &[forgeline::auth::Role::Reviewer])
-        .post(app.url(&format!(
-            "/api/v1/reviews/{}/decision",
-            ticket["id"].as_str().unwrap()
-        )))
-        .json(&json!({"outcome": "approved", "dossier_hash": ticket["dossier"]["dossier_hash"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .api_as("oncall", &[forgeline::auth::Role::Reviewer])
+        .vote(&ticket, "approved", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     // A second review left open (backlog gauges).
     let t2 = app
         .submit(json!({"queue": "review", "review": {"required": true}}))
@@ -195,20 +185,14 @@ async fn live_metrics_match_the_documented_contract_both_ways_and_pass_promtool(
     // ... claimed by a reviewer (work in progress).
     let t2 = app.task(t2["id"].as_str().unwrap()).await;
     let r = app
-        .client_as("alice", &[forgeline::auth::Role::Reviewer])
-        .post(app.url(&format!(
-            "/api/v1/reviews/{}/claim",
-            t2["reviews"][0]["id"].as_str().unwrap()
-        )))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+        .api_as("alice", &[forgeline::auth::Role::Reviewer])
+        .claim(&t2["reviews"][0])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
     // Authentication failures.
-    let anon = client_with(None);
+    let anon = app.api().with_token(None);
     for _ in 0..3 {
-        anon.get(app.url("/api/v1/tasks")).send().await.unwrap();
+        anon.tasks("").await;
     }
     // An event stream, bounded.
     app.sse("/api/v1/events?max_events=1", None).await;

@@ -7,14 +7,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::client::TestClient;
+
 /// A `forgeline serve` child process on 127.0.0.1 and a free port.
 pub struct ServerProcess {
     pub child: Child,
-    pub addr: SocketAddr,
     /// The admin token the server wrote on its first start.
     pub admin_token: String,
     /// Every line the server wrote to stderr so far.
     pub logs: Arc<Mutex<Vec<String>>>,
+    api: TestClient,
 }
 
 impl ServerProcess {
@@ -72,19 +74,15 @@ impl ServerProcess {
             .to_string();
         ServerProcess {
             child,
-            addr,
+            api: TestClient::new(addr, Some(&admin_token)),
             admin_token,
             logs,
         }
     }
 
-    /// A client sending the admin token.
-    pub fn client(&self) -> reqwest::Client {
-        crate::helpers::client_with(Some(&self.admin_token))
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// The client sending the admin token.
+    pub fn api(&self) -> &TestClient {
+        &self.api
     }
 
     /// SIGKILL: no chance to flush anything.

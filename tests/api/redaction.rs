@@ -6,9 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use forgeline::redact::SAMPLES;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{client_with, parse_sse};
 use crate::process::ServerProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,125 +37,52 @@ async fn every_pattern_is_redacted_in_every_sink() {
             ("FORGELINE_RATELIMIT__ENABLED", "false"),
         ],
     );
-    let c = server.client();
-    let post = |path: String, body: Value| {
-        let (c, url) = (c.clone(), server.url(&path));
-        async move {
-            c.post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let c = server.api();
 
     // The built-in executor runs a step that prints every sample (stored step output).
-    let r = c
-        .post(server.url("/api/v1/tasks/stream"))
-        .json(&json!({"steps": ["leak"], "max_attempts": 1}))
-        .send()
-        .await
-        .unwrap();
-    let executor_events = r.text().await.unwrap();
-    assert!(executor_events.contains("verification_finished"));
-    let mut task_ids = vec![parse_sse(&executor_events)[0].data["task_id"]
+    let executor_events = c
+        .submit_stream(json!({"steps": ["leak"], "max_attempts": 1}))
+        .await;
+    assert!(executor_events.text.contains("verification_finished"));
+    let mut task_ids = vec![executor_events.sse()[0].data["task_id"]
         .as_str()
         .unwrap()
         .to_string()];
 
     for (i, (_, text, _)) in SAMPLES.iter().enumerate() {
         // An external worker reports output and attributes with a secret, then fails with one.
-        let t = post("/api/v1/tasks".into(), json!({"queue": "ext"})).await;
+        let t = c.submit(json!({"queue": "ext"})).await.body;
         task_ids.push(t["id"].as_str().unwrap().to_string());
-        let l = post("/api/v1/queues/ext/lease".into(), json!({"worker_id": "w"})).await;
+        let l = c.lease("ext", "w", 1, 0).await.body;
         let l = &l["leases"][0];
-        let base = format!("/api/v1/leases/{}", l["lease_id"].as_str().unwrap());
-        post(format!("{base}/events"), json!({"token": l["token"], "events": [
+        c.lease_events(l, json!([
             {"type": "verification_started", "step": "check"},
             {"type": "verification_finished", "step": "check", "exit_code": 1, "output_tail": text, "error": text, "note": text},
-        ]}))
+        ]))
         .await;
-        post(
-            format!("{base}/fail"),
-            json!({"token": l["token"], "error": text, "retryable": false}),
-        )
-        .await;
+        c.fail(l, text, Some(false)).await;
         // A cancel reason and a worker status detail.
-        let t2 = post("/api/v1/tasks".into(), json!({"queue": "other"})).await;
+        let t2 = c.submit(json!({"queue": "other"})).await.body;
         task_ids.push(t2["id"].as_str().unwrap().to_string());
-        post(
-            format!("/api/v1/tasks/{}/cancel", t2["id"].as_str().unwrap()),
-            json!({"reason": text}),
-        )
-        .await;
-        post(
-            format!("/api/v1/workers/w{i}/status"),
-            json!({"status": "busy", "detail": text}),
-        )
-        .await;
+        c.cancel(&t2, Some(*text)).await;
+        c.worker_status(&format!("w{i}"), json!({"status": "busy", "detail": text}))
+            .await;
         // A secret in a query string (the request log line records the URI)
         // and in a rejected body (parse errors quote the input).
         let q: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
-        c.get(server.url(&format!("/api/v1/tasks?api_key={q}")))
-            .send()
-            .await
-            .unwrap();
-        c.post(server.url("/api/v1/tasks"))
-            .json(&json!({"queue": "q", "priority": text}))
-            .send()
-            .await
-            .unwrap();
+        c.tasks(&format!("api_key={q}")).await;
+        c.submit(json!({"queue": "q", "priority": text})).await;
     }
 
     let mut seen = String::new();
     for id in &task_ids {
-        let d = c
-            .get(server.url(&format!("/api/v1/tasks/{id}/dossier")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        seen.push_str(&d);
+        seen.push_str(&c.dossier(id).await.text);
     }
-    seen.push_str(
-        &c.get(server.url("/api/v1/events?idle_timeout=1s"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen.push_str(
-        &c.get(server.url("/api/v1/workers"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    seen.push_str(
-        &c.get(server.url("/api/v1/audit?limit=500"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    let bad = c
-        .post(server.url("/api/v1/tasks"))
-        .json(&json!({"priority": "password=hunter2"}))
-        .send()
-        .await
-        .unwrap();
-    seen.push_str(&bad.text().await.unwrap());
+    seen.push_str(&c.events("idle_timeout=1s").await.text);
+    seen.push_str(&c.workers().await.text);
+    seen.push_str(&c.audit("limit=500").await.text);
+    let bad = c.submit(json!({"priority": "password=hunter2"})).await;
+    seen.push_str(&bad.text);
     assert!(seen.contains("REDACTED"), "the sinks were exercised");
     assert!(
         seen.contains("step leak"),
@@ -209,26 +135,9 @@ async fn the_first_start_writes_private_keys_and_the_token_cli_uses_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let alice = client_with(Some(&token));
-    assert_eq!(
-        alice
-            .get(server.url("/api/v1/tasks"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        alice
-            .post(server.url("/api/v1/tasks"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    let alice = server.api().with_token(Some(&token));
+    assert_eq!(alice.tasks("").await.status, 200);
+    assert_eq!(alice.submit(json!({})).await.status, 403);
 
     let out = cli(&["token", "inspect", &token]);
     assert!(out.status.success());

@@ -11,7 +11,7 @@ use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{policy, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{self, policy, spawn_app, spawn_app_with, TestApp};
 
 /// Submits a task on `queue` (with `extra` fields), leases and completes it
 /// as a worker; returns the task as read afterwards.
@@ -39,47 +39,7 @@ async fn ticket_of(app: &TestApp, task: &Value) -> Value {
         .as_str()
         .unwrap()
         .to_string();
-    app.get(&format!("/api/v1/reviews/{id}")).await.body
-}
-
-struct Reviewer {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Reviewer {
-    fn new(app: &TestApp, name: &str, role: Role) -> Reviewer {
-        Reviewer {
-            client: app.client_as(name, &[role]),
-            base: app.url("/api/v1/reviews"),
-        }
-    }
-
-    async fn post(&self, ticket: &Value, action: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(format!(
-                "{}/{}/{action}",
-                self.base,
-                ticket["id"].as_str().unwrap()
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn decide(
-        &self,
-        ticket: &Value,
-        outcome: &str,
-        comment: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let body = json!({"outcome": outcome, "comment": comment, "dossier_hash": ticket["dossier"]["dossier_hash"]});
-        self.post(ticket, "decision", body).await
-    }
+    app.api().review(&id).await.body
 }
 
 #[tokio::test]
@@ -202,10 +162,8 @@ async fn guardrail_flags_at_each_stage_send_the_result_to_review_with_the_policy
 async fn guardrail_blocks_refuse_with_422_naming_the_policy_at_each_stage() {
     let app = spawn_app_with(guarded).await;
     let r = app
-        .post(
-            "/api/v1/tasks",
-            json!({"queue": "q", "payload": "please rm -rf / now"}),
-        )
+        .api()
+        .submit(json!({"queue": "q", "payload": "please rm -rf / now"}))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.code(), "guardrail_blocked");
@@ -213,7 +171,7 @@ async fn guardrail_blocks_refuse_with_422_naming_the_policy_at_each_stage() {
         r.body["error"]["details"],
         json!({"policy": "no-rm", "stage": "input"})
     );
-    assert!(app.get("/api/v1/tasks").await.body["tasks"]
+    assert!(app.api().tasks("").await.body["tasks"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -225,10 +183,7 @@ async fn guardrail_blocks_refuse_with_422_naming_the_policy_at_each_stage() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["error"]["details"]["stage"], "tool");
-    let run = app
-        .get(&format!("/api/v1/runs/{}", l["run_id"].as_str().unwrap()))
-        .await
-        .body;
+    let run = app.api().run(&l["run_id"]).await.body;
     let kinds: Vec<&str> = run["events"]
         .as_array()
         .unwrap()
@@ -257,26 +212,23 @@ async fn claims_are_exclusive_and_lapse_back_to_open() {
     let t = run_to_review(&app, "q", json!({"review": {"required": true}})).await;
     let ticket = ticket_of(&app, &t).await;
     let (alice, bob) = (
-        Reviewer::new(&app, "alice", Role::Reviewer),
-        Reviewer::new(&app, "bob", Role::Reviewer),
+        app.api_as("alice", &[Role::Reviewer]),
+        app.api_as("bob", &[Role::Reviewer]),
     );
-    let (s, v) = alice.post(&ticket, "claim", json!({})).await;
-    assert_eq!(s, StatusCode::OK);
+    let r = alice.claim(&ticket).await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
-        (v["state"].as_str(), v["holder"].as_str()),
+        (r.body["state"].as_str(), r.body["holder"].as_str()),
         (Some("claimed"), Some("alice"))
     );
+    assert_eq!(bob.claim(&ticket).await.status, StatusCode::CONFLICT);
     assert_eq!(
-        bob.post(&ticket, "claim", json!({})).await.0,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        bob.decide(&ticket, "approved", None).await.0,
+        bob.vote(&ticket, "approved", None).await.status,
         StatusCode::CONFLICT,
         "alice holds it"
     );
     assert_eq!(
-        bob.post(&ticket, "release", json!({})).await.0,
+        bob.release_review(&ticket).await.status,
         StatusCode::FORBIDDEN
     );
 
@@ -294,15 +246,18 @@ async fn claims_are_exclusive_and_lapse_back_to_open() {
         .collect();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0]["data"]["what"], "claim");
-    let (s, v) = bob.post(&ticket, "claim", json!({})).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["assignments"].as_array().unwrap().len(), 2);
+    let r = bob.claim(&ticket).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["assignments"].as_array().unwrap().len(), 2);
     assert_eq!(
-        v["assignments"][1]["first"], false,
+        r.body["assignments"][1]["first"], false,
         "a second claim is a reassignment"
     );
-    let (s, v) = bob.post(&ticket, "release", json!({})).await;
-    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("open")));
+    let r = bob.release_review(&ticket).await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (StatusCode::OK, Some("open"))
+    );
 }
 
 #[tokio::test]
@@ -312,32 +267,29 @@ async fn n_of_m_approvals_need_n_distinct_reviewers() {
     let ticket = ticket_of(&app, &t).await;
     assert_eq!(ticket["required_approvals"], 2);
     let (alice, bob) = (
-        Reviewer::new(&app, "alice", Role::Reviewer),
-        Reviewer::new(&app, "bob", Role::Reviewer),
+        app.api_as("alice", &[Role::Reviewer]),
+        app.api_as("bob", &[Role::Reviewer]),
     );
-    alice.post(&ticket, "claim", json!({})).await;
-    let (s, v) = alice.decide(&ticket, "approved", Some("looks right")).await;
-    assert_eq!(s, StatusCode::OK);
+    alice.claim(&ticket).await;
+    let r = alice.vote(&ticket, "approved", Some("looks right")).await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
-        (v["state"].as_str(), v["approvals"].as_u64()),
+        (r.body["state"].as_str(), r.body["approvals"].as_u64()),
         (Some("open"), Some(1)),
         "one of two: back to the pool"
     );
-    let (s, v) = alice.decide(&ticket, "approved", None).await;
-    assert_eq!(s, StatusCode::CONFLICT, "a reviewer decides once");
-    assert_eq!(v["error"]["code"], "already_decided");
-    assert_eq!(
-        alice.post(&ticket, "claim", json!({})).await.0,
-        StatusCode::CONFLICT
-    );
+    let r = alice.vote(&ticket, "approved", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a reviewer decides once");
+    assert_eq!(r.body["error"]["code"], "already_decided");
+    assert_eq!(alice.claim(&ticket).await.status, StatusCode::CONFLICT);
     assert_eq!(
         app.task(t["id"].as_str().unwrap()).await["state"],
         "awaiting_review"
     );
-    let (s, v) = bob.decide(&ticket, "approved", None).await;
-    assert_eq!(s, StatusCode::OK);
+    let r = bob.vote(&ticket, "approved", None).await;
+    assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
-        (v["state"].as_str(), v["outcome"].as_str()),
+        (r.body["state"].as_str(), r.body["outcome"].as_str()),
         (Some("decided"), Some("approved"))
     );
     let task = app.task(t["id"].as_str().unwrap()).await;
@@ -369,16 +321,16 @@ async fn a_rejection_fails_the_task_or_requeues_it_where_the_queue_says_so() {
         );
     })
     .await;
-    let carol = Reviewer::new(&app, "carol", Role::Reviewer);
+    let carol = app.api_as("carol", &[Role::Reviewer]);
     let t = run_to_review(&app, "hard", json!({"review": {"required": true}})).await;
-    let (s, _) = carol
-        .decide(
+    let r = carol
+        .vote(
             &ticket_of(&app, &t).await,
             "rejected",
             Some("wrong approach"),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::OK);
     let task = app.task(t["id"].as_str().unwrap()).await;
     assert_eq!(task["state"], "failed");
     assert!(task["last_error"]
@@ -388,7 +340,7 @@ async fn a_rejection_fails_the_task_or_requeues_it_where_the_queue_says_so() {
 
     let t = run_to_review(&app, "soft", json!({"review": {"required": true}})).await;
     carol
-        .decide(&ticket_of(&app, &t).await, "rejected", None)
+        .vote(&ticket_of(&app, &t).await, "rejected", None)
         .await;
     assert_eq!(app.task(t["id"].as_str().unwrap()).await["state"], "queued");
 }
@@ -396,24 +348,24 @@ async fn a_rejection_fails_the_task_or_requeues_it_where_the_queue_says_so() {
 #[tokio::test]
 async fn changes_requested_requeues_the_task_and_the_next_run_gets_the_comment() {
     let app = spawn_app().await;
-    let dave = Reviewer::new(&app, "dave", Role::Reviewer);
+    let dave = app.api_as("dave", &[Role::Reviewer]);
     let t = run_to_review(&app, "q", json!({"review": {"required": true}})).await;
     let ticket = ticket_of(&app, &t).await;
-    let (s, v) = dave.decide(&ticket, "changes_requested", None).await;
+    let r = dave.vote(&ticket, "changes_requested", None).await;
     assert_eq!(
-        s,
+        r.status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "a change request says what to change"
     );
-    assert_eq!(v["error"]["details"]["field"], "comment");
-    let (s, _) = dave
-        .decide(
+    assert_eq!(r.body["error"]["details"]["field"], "comment");
+    let r = dave
+        .vote(
             &ticket,
             "changes_requested",
             Some("add a test for the empty case"),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::OK);
     let task = app.task(t["id"].as_str().unwrap()).await;
     assert_eq!(task["state"], "queued");
     assert_eq!(
@@ -438,12 +390,12 @@ async fn changes_requested_requeues_the_task_and_the_next_run_gets_the_comment()
 #[tokio::test]
 async fn a_decision_on_a_dossier_that_changed_is_refused() {
     let app = spawn_app().await;
-    let erin = Reviewer::new(&app, "erin", Role::Reviewer);
-    let admin = Reviewer::new(&app, "root", Role::ReviewAdmin);
+    let erin = app.api_as("erin", &[Role::Reviewer]);
+    let admin = app.api_as("root", &[Role::ReviewAdmin]);
     let t = run_to_review(&app, "q", json!({"review": {"required": true}})).await;
     let old = ticket_of(&app, &t).await;
     // A reviewer asks for changes; the task reruns with a different result.
-    admin.decide(&old, "changes_requested", Some("again")).await;
+    admin.vote(&old, "changes_requested", Some("again")).await;
     let l = app.lease("q", "w", 1).await.remove(0);
     app.lease_call(&l, "complete", json!({"result": {"diff": "+2 -2"}}))
         .await;
@@ -453,20 +405,24 @@ async fn a_decision_on_a_dossier_that_changed_is_refused() {
         old["dossier"]["dossier_hash"]
     );
     // Erin decides the new ticket with the dossier she saw earlier.
-    let body = json!({"outcome": "approved", "dossier_hash": old["dossier"]["dossier_hash"]});
-    let (s, v) = erin.post(&new, "decision", body).await;
-    assert_eq!(s, StatusCode::CONFLICT);
-    assert_eq!(v["error"]["code"], "stale_dossier");
+    let r = erin
+        .decide(&new, "approved", None, &old["dossier"]["dossier_hash"])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body["error"]["code"], "stale_dossier");
     assert_eq!(
-        v["error"]["details"]["current_hash"], new["dossier"]["dossier_hash"],
+        r.body["error"]["details"]["current_hash"], new["dossier"]["dossier_hash"],
         "the refusal names the dossier to show instead"
     );
-    let (s, v) = erin.decide(&old, "approved", None).await;
+    let r = erin.vote(&old, "approved", None).await;
     assert_eq!(
-        (s, v["error"]["code"].as_str()),
+        (r.status, r.body["error"]["code"].as_str()),
         (StatusCode::CONFLICT, Some("ticket_closed"))
     );
-    assert_eq!(erin.decide(&new, "approved", None).await.0, StatusCode::OK);
+    assert_eq!(
+        erin.vote(&new, "approved", None).await.status,
+        StatusCode::OK
+    );
 }
 
 fn sla_config(c: &mut Config) {
@@ -567,7 +523,7 @@ async fn each_sla_timeout_action_fires_once() {
         assert!(metrics.contains(&line), "missing {line}");
     }
     // The clock's rejection is in the audit log.
-    let audit = app.get("/api/v1/audit?principal=system").await.body;
+    let audit = app.api().audit("principal=system").await.body;
     assert_eq!(audit["records"][0]["method"], "TIMER");
     assert!(audit["records"][0]["detail"]
         .as_str()
@@ -579,15 +535,10 @@ async fn each_sla_timeout_action_fires_once() {
 async fn cancelling_a_task_under_review_cancels_its_ticket() {
     let app = spawn_app().await;
     let t = run_to_review(&app, "q", json!({"review": {"required": true}})).await;
-    let r = app
-        .post(
-            &format!("/api/v1/tasks/{}/cancel", t["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
+    let r = app.api().cancel(&t, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(ticket_of(&app, &t).await["state"], "cancelled");
-    let pending = app.get("/api/v1/reviews").await.body;
+    let pending = app.api().reviews("").await.body;
     assert!(pending["reviews"].as_array().unwrap().is_empty());
 }
 
@@ -605,14 +556,12 @@ async fn review_lists_filter_by_state_reviewer_mine_unassigned_and_age() {
         tickets.push(ticket_of(&app, &t).await);
         app.advance(Duration::from_secs(600)).await;
     }
-    let frank = Reviewer::new(&app, "frank", Role::Reviewer);
-    frank.post(&tickets[0], "claim", json!({})).await;
+    let frank = app.api_as("frank", &[Role::Reviewer]);
+    frank.claim(&tickets[0]).await;
     let list = |q: &'static str| {
-        let c = frank.client.clone();
-        let url = app.url(&format!("/api/v1/reviews{q}"));
+        let call = frank.reviews(q);
         async move {
-            let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
-            v["reviews"]
+            call.await.body["reviews"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -626,31 +575,19 @@ async fn review_lists_filter_by_state_reviewer_mine_unassigned_and_age() {
         [id(0), id(1), id(2)],
         "pending, oldest first"
     );
-    assert_eq!(list("?mine=true").await, [id(0)]);
-    assert_eq!(list("?unassigned=true").await, [id(1), id(2)]);
-    assert_eq!(list("?queue=other").await, [id(2)]);
-    assert_eq!(list("?reviewer=frank").await, [id(0)]);
-    assert_eq!(list("?min_age=15m").await, [id(0), id(1)]);
-    assert_eq!(list("?state=claimed").await, [id(0)]);
-    assert_eq!(list("?limit=2").await.len(), 2);
-    let r = frank
-        .client
-        .get(app.url("/api/v1/reviews?state=bogus"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(list("mine=true").await, [id(0)]);
+    assert_eq!(list("unassigned=true").await, [id(1), id(2)]);
+    assert_eq!(list("queue=other").await, [id(2)]);
+    assert_eq!(list("reviewer=frank").await, [id(0)]);
+    assert_eq!(list("min_age=15m").await, [id(0), id(1)]);
+    assert_eq!(list("state=claimed").await, [id(0)]);
+    assert_eq!(list("limit=2").await.len(), 2);
+    let r = frank.reviews("state=bogus").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no series {series}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    helpers::metric(text, series).unwrap_or_else(|| panic!("no series {series}"))
 }
 
 #[tokio::test]
@@ -667,33 +604,27 @@ async fn reviewer_metrics_match_a_known_scenario_in_rest_and_prometheus() {
         let task = run_to_review(&app, "rq", required.clone()).await;
         t.push(ticket_of(&app, &task).await);
     }
-    let alice = Reviewer::new(&app, "alice", Role::Reviewer);
-    let bob = Reviewer::new(&app, "bob", Role::Reviewer);
-    let admin = Reviewer::new(&app, "root", Role::ReviewAdmin);
+    let alice = app.api_as("alice", &[Role::Reviewer]);
+    let bob = app.api_as("bob", &[Role::Reviewer]);
+    let admin = app.api_as("root", &[Role::ReviewAdmin]);
     app.advance(Duration::from_secs(600)).await; // 10 min
-    alice.post(&t[0], "claim", json!({})).await;
+    alice.claim(&t[0]).await;
     app.advance(Duration::from_secs(600)).await; // 20 min
     assert_eq!(
-        alice.decide(&t[0], "approved", None).await.0,
+        alice.vote(&t[0], "approved", None).await.status,
         StatusCode::OK
     );
-    admin
-        .post(&t[1], "assign", json!({"reviewer": "bob"}))
-        .await;
+    admin.assign(&t[1], "bob").await;
     app.advance(Duration::from_secs(1200)).await; // 40 min
     assert_eq!(
-        bob.decide(&t[1], "rejected", Some("no")).await.0,
+        bob.vote(&t[1], "rejected", Some("no")).await.status,
         StatusCode::OK
     );
-    admin
-        .post(&t[2], "assign", json!({"reviewer": "bob"}))
-        .await;
-    admin
-        .post(&t[2], "assign", json!({"reviewer": "carol"}))
-        .await;
+    admin.assign(&t[2], "bob").await;
+    admin.assign(&t[2], "carol").await;
     app.advance(Duration::from_secs(1800)).await; // 70 min: t[2] and t[3] pass their 1 h target
 
-    let m = app.get("/api/v1/reviews/metrics?window=24h").await.body;
+    let m = app.api().review_metrics("window=24h").await.body;
     assert_eq!(m["window"], "24h");
     assert_eq!(m["backlog"]["total"], 2);
     assert_eq!(
@@ -826,13 +757,13 @@ async fn reviewer_metrics_match_a_known_scenario_in_rest_and_prometheus() {
 #[tokio::test]
 async fn the_guardrail_override_rate_counts_flagged_tickets_approved() {
     let app = spawn_app_with(guarded).await;
-    let gina = Reviewer::new(&app, "gina", Role::Reviewer);
+    let gina = app.api_as("gina", &[Role::Reviewer]);
     for outcome in ["approved", "approved", "rejected"] {
         let t = run_to_review(&app, "q", json!({"payload": {"text": "y".repeat(300)}})).await;
-        gina.decide(&ticket_of(&app, &t).await, outcome, Some("x"))
+        gina.vote(&ticket_of(&app, &t).await, outcome, Some("x"))
             .await;
     }
-    let m = app.get("/api/v1/reviews/metrics").await.body;
+    let m = app.api().review_metrics("").await.body;
     assert_eq!(
         m["guardrail_override_rate"],
         json!([{"policy": "big-input", "flagged_decided": 3, "approved": 2, "rate": 2.0 / 3.0}])
@@ -844,15 +775,13 @@ async fn review_actions_are_audited_and_need_the_right_role() {
     let app = spawn_app().await;
     let t = run_to_review(&app, "q", json!({"review": {"required": true}})).await;
     let ticket = ticket_of(&app, &t).await;
-    let hank = Reviewer::new(&app, "hank", Role::Reviewer);
+    let hank = app.api_as("hank", &[Role::Reviewer]);
     assert_eq!(
-        hank.post(&ticket, "assign", json!({"reviewer": "hank"}))
-            .await
-            .0,
+        hank.assign(&ticket, "hank").await.status,
         StatusCode::FORBIDDEN
     );
-    hank.decide(&ticket, "approved", Some("ok")).await;
-    let audit = app.get("/api/v1/audit?principal=hank").await.body;
+    hank.vote(&ticket, "approved", Some("ok")).await;
+    let audit = app.api().audit("principal=hank").await.body;
     let details: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()

@@ -11,7 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{client_with, spawn_app, spawn_app_with, TestApp, TEST_SECRET};
+use crate::client::{Call, TestClient};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, TEST_SECRET};
 
 fn now() -> u64 {
     SystemTime::now()
@@ -102,94 +103,47 @@ async fn request_for(
     app: &TestApp,
     method: &str,
     path: &str,
-    caller: &reqwest::Client,
+    caller: &TestClient,
     role: Option<Role>,
     n: usize,
-) -> reqwest::RequestBuilder {
-    let admin = &app.client;
+) -> Call {
+    let admin = app.api();
     let q = format!("mx{n}");
-    let submit = |client: &reqwest::Client, body: Value| {
-        let url = app.url("/api/v1/tasks");
-        let c = client.clone();
-        async move {
-            c.post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+    let new_task = || {
+        let submit = admin.submit(json!({"queue": q}));
+        async move { submit.await.body }
     };
-    let new_task = || submit(admin, json!({"queue": q}));
-    let lease_as = |client: &reqwest::Client| {
-        let url = app.url(&format!("/api/v1/queues/{q}/lease"));
-        let c = client.clone();
-        async move {
-            let v: Value = c
-                .post(url)
-                .json(&json!({"worker_id": "w"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["leases"][0].clone()
-        }
+    let lease_as = |client: &TestClient| {
+        let lease = client.lease(&q, "w", 1, 0);
+        async move { lease.await.body["leases"][0].clone() }
     };
-    let url = |p: String| app.url(&p);
     match (method, path) {
-        ("POST", "/api/v1/tasks") => caller.post(url(path.into())).json(&json!({"queue": q})),
+        ("POST", "/api/v1/tasks") => caller.submit(json!({"queue": q})),
         ("POST", "/api/v1/tasks/stream") => caller
-            .post(url("/api/v1/tasks/stream?max_events=1".into()))
-            .json(&json!({"queue": q})),
-        ("GET", "/api/v1/tasks") => caller.get(url(path.into())),
-        ("GET", "/api/v1/tasks/{id}") => {
-            let t = new_task().await;
-            caller.get(url(format!("/api/v1/tasks/{}", t["id"].as_str().unwrap())))
-        }
+            .submit_stream(json!({"queue": q}))
+            .query("max_events=1"),
+        ("GET", "/api/v1/tasks") => caller.tasks(""),
+        ("GET", "/api/v1/tasks/{id}") => caller.task(&new_task().await),
         ("GET", "/api/v1/tasks/{id}/events") => {
-            let t = new_task().await;
-            caller.get(url(format!(
-                "/api/v1/tasks/{}/events?max_events=1",
-                t["id"].as_str().unwrap()
-            )))
+            caller.task_events(&new_task().await, "max_events=1")
         }
-        ("GET", "/api/v1/tasks/{id}/dossier") => {
-            let t = new_task().await;
-            caller.get(url(format!(
-                "/api/v1/tasks/{}/dossier",
-                t["id"].as_str().unwrap()
-            )))
-        }
+        ("GET", "/api/v1/tasks/{id}/dossier") => caller.dossier(&new_task().await),
         ("POST", "/api/v1/tasks/{id}/cancel") => {
             // A submitter cancels its own task; others try one of the admin's.
             let t = if role == Some(Role::Submitter) {
-                submit(caller, json!({"queue": q})).await
+                caller.submit(json!({"queue": q})).await.body
             } else {
                 new_task().await
             };
-            caller
-                .post(url(format!(
-                    "/api/v1/tasks/{}/cancel",
-                    t["id"].as_str().unwrap()
-                )))
-                .json(&json!({}))
+            caller.cancel(&t, None)
         }
         ("GET", "/api/v1/runs/{run_id}") => {
             new_task().await;
             let l = lease_as(admin).await;
-            caller.get(url(format!(
-                "/api/v1/runs/{}",
-                l["run_id"].as_str().unwrap()
-            )))
+            caller.run(&l["run_id"])
         }
-        ("GET", "/api/v1/events") => caller.get(url("/api/v1/events?max_events=1".into())),
-        ("POST", "/api/v1/queues/{queue}/lease") => caller
-            .post(url(format!("/api/v1/queues/{q}/lease")))
-            .json(&json!({"worker_id": "w"})),
+        ("GET", "/api/v1/events") => caller.events("max_events=1"),
+        ("POST", "/api/v1/queues/{queue}/lease") => caller.lease(&q, "w", 1, 0),
         ("POST", p) if p.starts_with("/api/v1/leases/") => {
             new_task().await;
             // A worker acts on its own lease; others on the admin's.
@@ -200,53 +154,31 @@ async fn request_for(
             };
             let action = p.rsplit('/').next().unwrap();
             let body = match action {
-                "events" => {
-                    json!({"token": l["token"], "events": [{"type": "agent_started", "agent_name": "a"}]})
-                }
-                "fail" => json!({"token": l["token"], "error": "x"}),
-                _ => json!({"token": l["token"]}),
+                "events" => json!({"events": [{"type": "agent_started", "agent_name": "a"}]}),
+                "fail" => json!({"error": "x"}),
+                _ => json!({}),
             };
-            caller
-                .post(url(format!(
-                    "/api/v1/leases/{}/{action}",
-                    l["lease_id"].as_str().unwrap()
-                )))
-                .json(&body)
+            caller.lease_call(&l, action, body)
         }
-        ("GET", "/api/v1/workers") => caller.get(url(path.into())),
-        ("POST", "/api/v1/workers/{worker_id}/status") => caller
-            .post(url("/api/v1/workers/w1/status".into()))
-            .json(&json!({"status": "idle"})),
-        ("GET", "/api/v1/dead-letter") => caller.get(url(path.into())),
+        ("GET", "/api/v1/workers") => caller.workers(),
+        ("POST", "/api/v1/workers/{worker_id}/status") => {
+            caller.worker_status("w1", json!({"status": "idle"}))
+        }
+        ("GET", "/api/v1/dead-letter") => caller.dead_letter(),
         ("POST", "/api/v1/dead-letter/{id}/requeue") => {
-            let t = submit(admin, json!({"queue": q, "max_attempts": 1})).await;
-            let l = lease_as(admin).await;
-            admin
-                .post(url(format!(
-                    "/api/v1/leases/{}/fail",
-                    l["lease_id"].as_str().unwrap()
-                )))
-                .json(&json!({"token": l["token"], "error": "x"}))
-                .send()
+            let t = admin
+                .submit(json!({"queue": q, "max_attempts": 1}))
                 .await
-                .unwrap();
-            caller.post(url(format!(
-                "/api/v1/dead-letter/{}/requeue",
-                t["id"].as_str().unwrap()
-            )))
+                .body;
+            let l = lease_as(admin).await;
+            admin.fail(&l, "x", None).await;
+            caller.requeue(&t)
         }
-        ("GET", "/api/v1/reviews/{id}") => {
-            let t = review_ticket(app, &q).await;
-            caller.get(url(format!(
-                "/api/v1/reviews/{}",
-                t["id"].as_str().unwrap()
-            )))
-        }
+        ("GET", "/api/v1/reviews/{id}") => caller.review(&review_ticket(app, &q).await),
         ("POST", p) if p.starts_with("/api/v1/reviews/") => {
             let t = review_ticket(app, &q).await;
-            let id = t["id"].as_str().unwrap().to_string();
-            let action = p.rsplit('/').next().unwrap();
-            let body = match action {
+            match p.rsplit('/').next().unwrap() {
+                "claim" => caller.claim(&t),
                 "release" => {
                     // A reviewer releases its own claim; others try the admin's.
                     let holder = if matches!(role, Some(Role::Reviewer | Role::ReviewAdmin)) {
@@ -254,24 +186,20 @@ async fn request_for(
                     } else {
                         admin
                     };
-                    holder
-                        .post(url(format!("/api/v1/reviews/{id}/claim")))
-                        .send()
-                        .await
-                        .unwrap();
-                    json!({})
+                    holder.claim(&t).await;
+                    caller.release_review(&t)
                 }
-                "assign" => json!({"reviewer": "someone"}),
-                "decision" => {
-                    json!({"outcome": "approved", "dossier_hash": t["dossier"]["dossier_hash"]})
-                }
-                _ => json!({}),
-            };
-            caller
-                .post(url(format!("/api/v1/reviews/{id}/{action}")))
-                .json(&body)
+                "assign" => caller.assign(&t, "someone"),
+                "decision" => caller.vote(&t, "approved", None),
+                action => caller.send(
+                    "POST",
+                    &format!("/api/v1/reviews/{}/{action}", t["id"].as_str().unwrap()),
+                    "{}",
+                ),
+            }
         }
-        ("GET", _) => caller.get(url(path.into())),
+        // The routes that need no setup: probes, metrics, lists, audit.
+        ("GET", _) => caller.send("GET", path, ""),
         other => panic!("no request for {other:?}: add one to the matrix test"),
     }
 }
@@ -285,20 +213,20 @@ async fn review_ticket(app: &TestApp, q: &str) -> Value {
     app.lease_call(&l, "complete", json!({})).await;
     let task = app.task(l["task"]["id"].as_str().unwrap()).await;
     let id = task["reviews"][0]["id"].as_str().unwrap().to_string();
-    app.get(&format!("/api/v1/reviews/{id}")).await.body
+    app.api().review(&id).await.body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_role_as_documented() {
     let app = spawn_app().await;
     let doc = documented_matrix();
-    let mut callers: Vec<(String, Option<Role>, reqwest::Client)> =
-        vec![("no token".into(), None, client_with(None))];
+    let mut callers: Vec<(String, Option<Role>, TestClient)> =
+        vec![("no token".into(), None, app.api().with_token(None))];
     for role in Role::ALL {
         callers.push((
             role.as_str().into(),
             Some(role),
-            app.client_as(&format!("as-{}", role.as_str()), &[role]),
+            app.api_as(&format!("as-{}", role.as_str()), &[role]),
         ));
     }
     let mut n = 0;
@@ -307,8 +235,8 @@ async fn every_route_answers_every_role_as_documented() {
         for (name, role, client) in &callers {
             n += 1;
             let req = request_for(&app, route.method, route.path, client, *role, n).await;
-            let resp = req.send().await.unwrap();
-            let status = resp.status();
+            let resp = req.await;
+            let status = resp.status;
             let expected = match (route.access, role) {
                 (Access::Public, _) => "2xx",
                 (_, None) => "401",
@@ -327,10 +255,9 @@ async fn every_route_answers_every_role_as_documented() {
                 _ => status == StatusCode::FORBIDDEN,
             };
             if !ok {
-                let body = resp.text().await.unwrap_or_default();
                 failures.push(format!(
-                    "{} {} as {name}: expected {expected}, got {status}: {body}",
-                    route.method, route.path
+                    "{} {} as {name}: expected {expected}, got {status}: {}",
+                    route.method, route.path, resp.text
                 ));
             }
         }
@@ -347,13 +274,13 @@ async fn every_route_answers_every_role_as_documented() {
 async fn an_unknown_path_is_404_for_everyone() {
     let app = spawn_app().await;
     for client in [
-        client_with(None),
-        app.client.clone(),
-        app.client_as("o", &[Role::Observer]),
+        app.api().with_token(None),
+        app.api().clone(),
+        app.api_as("o", &[Role::Observer]),
     ] {
         for path in ["/api/v1/nope", "/api/v1/tasks/x/y/z", "/nope"] {
-            let r = client.get(app.url(path)).send().await.unwrap();
-            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            let r = client.send("GET", path, "").await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         }
     }
 }
@@ -461,21 +388,18 @@ async fn attacks_on_the_token_check_are_all_refused_with_a_generic_401() {
             )),
         ),
     ];
+    let anon = app.api().with_token(None);
     for (name, header) in attacks {
-        let mut req = client_with(None).get(app.url("/api/v1/tasks"));
+        let mut req = anon.tasks("");
         if let Some(h) = &header {
             req = req.header("authorization", h);
         }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
-        let www = r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let r = req.await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}");
+        let www = r.headers["www-authenticate"].to_str().unwrap().to_string();
         assert!(www.starts_with("Bearer"), "{name}: {www}");
-        let body: Value = r.json().await.unwrap();
         assert_eq!(
-            body["error"]["message"], "missing or invalid bearer token",
+            r.body["error"]["message"], "missing or invalid bearer token",
             "{name}: no hint which check failed"
         );
     }
@@ -502,47 +426,20 @@ async fn attacks_on_the_token_check_are_all_refused_with_a_generic_401() {
         assert!(!line.ends_with(" 0"), "{line}");
     }
     // The genuine article still works.
-    let ok = client_with(Some(&valid))
-        .get(app.url("/api/v1/tasks"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = app.api().with_token(Some(&valid)).tasks("").await;
+    assert_eq!(ok.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn an_extra_claim_does_not_grant_a_role() {
     let app = spawn_app().await;
     let claims = json!({"sub": "m", "roles": ["observer"], "exp": now() + 600, "role": "review_admin", "admin": true, "scope": "review_admin", "groups": ["review_admin"]});
-    let client = client_with(Some(&hs(&claims, TEST_SECRET.as_bytes())));
-    assert_eq!(
-        client
-            .get(app.url("/api/v1/tasks"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        client
-            .get(app.url("/api/v1/dead-letter"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        client
-            .post(app.url("/api/v1/tasks"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::FORBIDDEN
-    );
+    let client = app
+        .api()
+        .with_token(Some(&hs(&claims, TEST_SECRET.as_bytes())));
+    assert_eq!(client.tasks("").await.status, StatusCode::OK);
+    assert_eq!(client.dead_letter().await.status, StatusCode::FORBIDDEN);
+    assert_eq!(client.submit(json!({})).await.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -555,15 +452,8 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let s = TEST_SECRET.as_bytes();
     let base = |iss: &str, aud: &str| json!({"sub": "m", "roles": ["observer"], "exp": now() + 600, "iss": iss, "aud": aud});
     let get = |t: String| {
-        let url = app.url("/api/v1/tasks");
-        async move {
-            client_with(Some(&t))
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        let list = app.api().with_token(Some(&t)).tasks("");
+        async move { list.await.status }
     };
     assert_eq!(
         get(hs(&base("https://idp.example", "forgeline"), s)).await,
@@ -617,108 +507,54 @@ async fn identity_provider_tokens_signed_with_rs256_and_eddsa_are_accepted() {
     )
     .unwrap();
     for token in [rs, ed] {
-        let r = client_with(Some(&token))
-            .post(app.url("/api/v1/tasks"))
-            .json(&json!({"queue": "idp"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let t: Value = r.json().await.unwrap();
-        assert_eq!(t["submitted_by"], "idp-user");
+        let r = app
+            .api()
+            .with_token(Some(&token))
+            .submit(json!({"queue": "idp"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.body["submitted_by"], "idp-user");
     }
 }
 
 #[tokio::test]
 async fn a_submitter_cancels_only_its_own_tasks_and_review_admin_any() {
     let app = spawn_app().await;
-    let alice = app.client_as("alice", &[Role::Submitter]);
-    let bob = app.client_as("bob", &[Role::Submitter]);
-    let admin = app.client_as("root", &[Role::ReviewAdmin]);
-    let t: Value = alice
-        .post(app.url("/api/v1/tasks"))
-        .json(&json!({"queue": "q"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cancel = |c: &reqwest::Client| {
-        c.post(app.url(&format!(
-            "/api/v1/tasks/{}/cancel",
-            t["id"].as_str().unwrap()
-        )))
-        .json(&json!({}))
-        .send()
-    };
-    assert_eq!(cancel(&bob).await.unwrap().status(), StatusCode::FORBIDDEN);
-    assert_eq!(cancel(&admin).await.unwrap().status(), StatusCode::OK);
-    let t2: Value = alice
-        .post(app.url("/api/v1/tasks"))
-        .json(&json!({"queue": "q"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = alice
-        .post(app.url(&format!(
-            "/api/v1/tasks/{}/cancel",
-            t2["id"].as_str().unwrap()
-        )))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let alice = app.api_as("alice", &[Role::Submitter]);
+    let bob = app.api_as("bob", &[Role::Submitter]);
+    let admin = app.api_as("root", &[Role::ReviewAdmin]);
+    let t = alice.submit(json!({"queue": "q"})).await.body;
+    assert_eq!(bob.cancel(&t, None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.cancel(&t, None).await.status, StatusCode::OK);
+    let t2 = alice.submit(json!({"queue": "q"})).await.body;
+    let r = alice.cancel(&t2, None).await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_worker_can_only_use_leases_it_took() {
     let app = spawn_app().await;
     app.submit(json!({"queue": "q"})).await;
-    let w1 = app.client_as("worker-1", &[Role::Worker]);
-    let w2 = app.client_as("worker-2", &[Role::Worker]);
-    let l: Value = w1
-        .post(app.url("/api/v1/queues/q/lease"))
-        .json(&json!({"worker_id": "a"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let w1 = app.api_as("worker-1", &[Role::Worker]);
+    let w2 = app.api_as("worker-2", &[Role::Worker]);
+    let l = w1.lease("q", "a", 1, 0).await.body;
     let l = &l["leases"][0];
-    let complete = |c: &reqwest::Client| {
-        c.post(app.url(&format!(
-            "/api/v1/leases/{}/complete",
-            l["lease_id"].as_str().unwrap()
-        )))
-        .json(&json!({"token": l["token"]}))
-        .send()
-    };
-    let r = complete(&w2).await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(complete(&w1).await.unwrap().status(), StatusCode::OK);
+    let r = w2.complete(l, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(w1.complete(l, None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn probes_and_metrics_need_no_token_and_metrics_can_be_restricted() {
     let app = spawn_app().await;
-    let anon = client_with(None);
-    for path in [
-        "/health/live",
-        "/health/startup",
-        "/health/ready",
-        "/metrics",
+    let anon = app.api().with_token(None);
+    for (path, probe) in [
+        ("/health/live", anon.health("live")),
+        ("/health/startup", anon.health("startup")),
+        ("/health/ready", anon.health("ready")),
+        ("/metrics", anon.metrics()),
     ] {
-        assert_eq!(
-            anon.get(app.url(path)).send().await.unwrap().status(),
-            StatusCode::OK,
-            "{path}"
-        );
+        assert_eq!(probe.await.status, StatusCode::OK, "{path}");
     }
     let token_file = app.dir.path().join("metrics-token");
     std::fs::write(&token_file, "scrape-me-please\n").unwrap();
@@ -727,38 +563,25 @@ async fn probes_and_metrics_need_no_token_and_metrics_can_be_restricted() {
         c.metrics.token_file = token_file.clone();
     })
     .await;
+    let anon = app.api().with_token(None);
+    assert_eq!(anon.metrics().await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        anon.get(app.url("/metrics")).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.api().metrics().await.status,
         StatusCode::UNAUTHORIZED,
         "a JWT is not the scrape token"
     );
-    let ok = client_with(Some("scrape-me-please"))
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::OK);
-    assert_eq!(
-        anon.get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    let ok = app
+        .api()
+        .with_token(Some("scrape-me-please"))
+        .metrics()
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(anon.health("ready").await.status, StatusCode::OK);
     let app =
         spawn_app_with(|c| c.metrics.access = forgeline::config::MetricsAccess::Loopback).await;
+    let anon = app.api().with_token(None);
     assert_eq!(
-        anon.get(app.url("/metrics")).send().await.unwrap().status(),
+        anon.metrics().await.status,
         StatusCode::OK,
         "tests connect over loopback"
     );
@@ -767,16 +590,10 @@ async fn probes_and_metrics_need_no_token_and_metrics_can_be_restricted() {
 #[tokio::test]
 async fn auth_mode_none_serves_everyone_as_anonymous_on_loopback() {
     let app = spawn_app_with(|c| c.auth.mode = forgeline::config::AuthMode::None).await;
-    let anon = client_with(None);
-    let r = anon
-        .post(app.url("/api/v1/tasks"))
-        .json(&json!({"queue": "q"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let t: Value = r.json().await.unwrap();
-    assert_eq!(t["submitted_by"], "anonymous");
+    let anon = app.api().with_token(None);
+    let r = anon.submit(json!({"queue": "q"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["submitted_by"], "anonymous");
     let mut c = forgeline::config::Config::default();
     c.auth.mode = forgeline::config::AuthMode::None;
     c.server.host = "0.0.0.0".parse().unwrap();

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::client::Call;
 use crate::process::ServerProcess;
 
 /// A request taking longer than this counts as a stall.
@@ -22,28 +24,33 @@ struct Tally {
     errors: AtomicU64,
 }
 
-async fn call(tally: &Tally, what: &str, req: reqwest::RequestBuilder) -> Option<Value> {
-    match tokio::time::timeout(STALL, async {
-        req.send().await?.error_for_status()?.json::<Value>().await
-    })
-    .await
-    {
+async fn call(tally: &Tally, what: &str, req: Call) -> Option<Value> {
+    match tokio::time::timeout(STALL, req.try_send()).await {
         Err(_) => {
             eprintln!("STALL: {what} took longer than {STALL:?}");
             tally.stalls.fetch_add(1, Ordering::Relaxed);
             None
         }
         Ok(Err(e)) => {
-            // 409s are expected (a lease that expired under an abandoning worker).
-            if e.status() != Some(reqwest::StatusCode::CONFLICT) {
-                eprintln!("error: {what}: {e}");
-                tally.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            eprintln!("error: {what}: {e}");
+            tally.errors.fetch_add(1, Ordering::Relaxed);
             None
         }
-        Ok(Ok(v)) => {
+        // 409s are expected (a lease that expired under an abandoning worker).
+        Ok(Ok(r)) if r.status == StatusCode::CONFLICT => None,
+        Ok(Ok(r)) if r.status.is_client_error() || r.status.is_server_error() => {
+            eprintln!("error: {what}: {}: {}", r.status, r.text);
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Ok(Ok(r)) if r.body.is_null() => {
+            eprintln!("error: {what}: not JSON: {:?}", r.text);
+            tally.errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Ok(Ok(r)) => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
-            Some(v)
+            Some(r.body)
         }
     }
 }
@@ -56,13 +63,12 @@ async fn concurrent_submitters_lessees_and_readers_never_stall() {
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let server = Arc::new(ServerProcess::start(dir.path(), &[]));
-    let client = server.client();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut jobs = Vec::new();
 
     for w in 0..16 {
-        let (c, s, t, stop) = (client.clone(), server.clone(), tally.clone(), stop.clone());
+        let (c, t, stop) = (server.api().clone(), tally.clone(), stop.clone());
         jobs.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -71,36 +77,32 @@ async fn concurrent_submitters_lessees_and_readers_never_stall() {
                 if n % 10 == 0 {
                     body["delay"] = json!("300ms");
                 }
-                call(&t, "submit", c.post(s.url("/api/v1/tasks")).json(&body)).await;
+                call(&t, "submit", c.submit(body)).await;
             }
         }));
     }
     for w in 0..8 {
-        let (c, s, t, stop) = (client.clone(), server.clone(), tally.clone(), stop.clone());
+        let (c, t, stop) = (server.api().clone(), tally.clone(), stop.clone());
         jobs.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let q = format!("soak-{}", w % 4);
-                let body = json!({"worker_id": format!("soak-worker-{w}"), "max": 4, "wait_ms": 300, "lease_ms": 1500});
-                let Some(v) = call(&t, "lease", c.post(s.url(&format!("/api/v1/queues/{q}/lease"))).json(&body)).await else { continue };
+                let (q, worker) = (format!("soak-{}", w % 4), format!("soak-worker-{w}"));
+                let Some(v) = call(&t, "lease", c.lease_for(&q, &worker, 4, 300, 1500)).await else { continue };
                 for l in v["leases"].as_array().cloned().unwrap_or_default() {
                     n += 1;
-                    let base = format!("/api/v1/leases/{}", l["lease_id"].as_str().unwrap());
-                    let token = l["token"].clone();
-                    let evs = json!({"token": token, "events": [{"type": "agent_started", "agent_name": "soak"}, {"type": "toolInvoked", "toolName": "bash"}]});
-                    call(&t, "events", c.post(s.url(&format!("{base}/events"))).json(&evs)).await;
+                    let evs = json!([{"type": "agent_started", "agent_name": "soak"}, {"type": "toolInvoked", "toolName": "bash"}]);
+                    call(&t, "events", c.lease_events(&l, evs)).await;
                     match n % 20 {
                         0 => {} // abandon: the lease expires and the task is redelivered
                         1..=3 => {
-                            let body = json!({"token": token, "error": "soak failure", "retryable": true});
-                            call(&t, "fail", c.post(s.url(&format!("{base}/fail"))).json(&body)).await;
+                            call(&t, "fail", c.fail(&l, "soak failure", Some(true))).await;
                         }
                         4 => {
-                            call(&t, "heartbeat", c.post(s.url(&format!("{base}/heartbeat"))).json(&json!({"token": token}))).await;
-                            call(&t, "complete", c.post(s.url(&format!("{base}/complete"))).json(&json!({"token": token}))).await;
+                            call(&t, "heartbeat", c.heartbeat(&l)).await;
+                            call(&t, "complete", c.complete(&l, None)).await;
                         }
                         _ => {
-                            call(&t, "complete", c.post(s.url(&format!("{base}/complete"))).json(&json!({"token": token, "result": {"n": n}}))).await;
+                            call(&t, "complete", c.complete(&l, Some(json!({"n": n})))).await;
                         }
                     }
                 }
@@ -108,42 +110,27 @@ async fn concurrent_submitters_lessees_and_readers_never_stall() {
         }));
     }
     for r in 0..4 {
-        let (c, s, t, stop) = (client.clone(), server.clone(), tally.clone(), stop.clone());
+        let (c, t, stop) = (server.api().clone(), tally.clone(), stop.clone());
         jobs.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let Some(list) = call(
-                    &t,
-                    "list",
-                    c.get(s.url(&format!("/api/v1/tasks?limit=20&queue=soak-{r}"))),
-                )
-                .await
+                let Some(list) =
+                    call(&t, "list", c.tasks(&format!("limit=20&queue=soak-{r}"))).await
                 else {
                     continue;
                 };
                 if let Some(id) = list["tasks"][0]["id"].as_str() {
-                    call(
-                        &t,
-                        "get",
-                        c.get(s.url(&format!("/api/v1/tasks/{id}?events=50"))),
-                    )
-                    .await;
+                    call(&t, "get", c.task(id).query("events=50")).await;
                     if r == 0 {
-                        call(
-                            &t,
-                            "cancel",
-                            c.post(s.url(&format!("/api/v1/tasks/{id}/cancel")))
-                                .json(&json!({})),
-                        )
-                        .await;
+                        call(&t, "cancel", c.cancel(id, None)).await;
                     }
                 }
-                let sse = c.get(s.url("/api/v1/events?max_events=100&idle_timeout=2s"));
-                match tokio::time::timeout(STALL, async { sse.send().await?.text().await }).await {
+                let sse = c.events("max_events=100&idle_timeout=2s");
+                match tokio::time::timeout(STALL, sse.try_send()).await {
                     Err(_) => {
                         eprintln!("STALL: event stream");
                         t.stalls.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Ok(text)) if text.contains("event:") => {
+                    Ok(Ok(r)) if r.text.contains("event:") => {
                         t.ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(other) => {
@@ -151,7 +138,7 @@ async fn concurrent_submitters_lessees_and_readers_never_stall() {
                         t.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                call(&t, "metrics-free health", c.get(s.url("/health/ready"))).await;
+                call(&t, "metrics-free health", c.health("ready")).await;
             }
         }));
     }

@@ -1,11 +1,12 @@
 //! Event streams over SSE: resume without gap or duplicate, bounds, filters,
 //! submit-and-stream, and streams ending at shutdown.
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{kinds, parse_sse, spawn_app};
+use crate::helpers::{kinds, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_resumes_with_no_gap_and_no_duplicate() {
@@ -41,19 +42,15 @@ async fn last_event_id_resumes_with_no_gap_and_no_duplicate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_sees_events_as_they_happen() {
     let app = spawn_app().await;
-    let url = app.url("/api/v1/events?max_events=4");
-    let client = app.client.clone();
-    let reader =
-        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reader = tokio::spawn(app.api().events("max_events=4").into_future());
+    app.api().wait_for_streams(1).await;
     app.submit(json!({"queue": "q"})).await;
     app.submit(json!({"queue": "q"})).await;
-    let events = parse_sse(
-        &tokio::time::timeout(Duration::from_secs(10), reader)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .sse();
     assert_eq!(
         kinds(&events),
         [
@@ -79,7 +76,7 @@ async fn firehose_filters_by_queue_and_type() {
         .sse("/api/v1/events?type=task_queued&idle_timeout=200ms", None)
         .await;
     assert_eq!(kinds(&queued), ["task_queued", "task_queued"]);
-    let r = app.get("/api/v1/events?type=nonsense").await;
+    let r = app.api().events("type=nonsense").await;
     assert_eq!(r.status, reqwest::StatusCode::BAD_REQUEST);
 }
 
@@ -88,18 +85,14 @@ async fn a_task_stream_ends_after_the_task_finishes() {
     let app = spawn_app().await;
     let t = app.submit(json!({"queue": "q"})).await;
     let id = t["id"].as_str().unwrap().to_string();
-    let url = app.url(&format!("/api/v1/tasks/{id}/events"));
-    let client = app.client.clone();
-    let reader =
-        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() });
+    let reader = tokio::spawn(app.api().task_events(&id, "").into_future());
     let lease = app.lease("q", "w", 1).await.remove(0);
     app.lease_call(&lease, "complete", json!({})).await;
-    let events = parse_sse(
-        &tokio::time::timeout(Duration::from_secs(10), reader)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .sse();
     assert_eq!(
         kinds(&events),
         [
@@ -122,27 +115,20 @@ async fn a_task_stream_ends_after_the_task_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_and_stream_follows_the_task_to_its_end() {
     let app = spawn_app().await;
-    let url = app.url("/api/v1/tasks/stream");
-    let client = app.client.clone();
+    let stream = app.api().submit_stream(json!({"queue": "q"}));
     let reader = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .json(&json!({"queue": "q"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.headers().contains_key("x-task-id"));
-        r.text().await.unwrap()
+        let r = stream.await;
+        assert!(r.headers.contains_key("x-task-id"));
+        r
     });
     let lease = app.lease_wait("q", "w", 1, 5000).await.remove(0);
     app.lease_call(&lease, "fail", json!({"error": "no", "retryable": false}))
         .await;
-    let events = parse_sse(
-        &tokio::time::timeout(Duration::from_secs(10), reader)
-            .await
-            .unwrap()
-            .unwrap(),
-    );
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .sse();
     assert_eq!(
         kinds(&events),
         [
@@ -165,7 +151,7 @@ async fn idle_timeout_and_max_events_bound_a_stream() {
     app.submit(json!({"queue": "q"})).await;
     assert_eq!(app.sse("/api/v1/events?max_events=1", None).await.len(), 1);
     for bad in ["max_events=0", "idle_timeout=soon", "last_event_id=xyz"] {
-        let r = app.get(&format!("/api/v1/events?{bad}")).await;
+        let r = app.api().events(bad).await;
         assert_eq!(r.status, reqwest::StatusCode::BAD_REQUEST, "{bad}");
     }
 }
@@ -173,10 +159,8 @@ async fn idle_timeout_and_max_events_bound_a_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_streams_do_not_hold_up_shutdown() {
     let app = spawn_app().await;
-    let url = app.url("/api/v1/events");
-    let client = app.client.clone();
-    let reader = tokio::spawn(async move { client.get(url).send().await.unwrap().text().await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reader = tokio::spawn(app.api().events("").into_future());
+    app.api().wait_for_streams(1).await;
     let started = Instant::now();
     app.stop().await;
     assert!(

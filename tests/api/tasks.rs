@@ -38,25 +38,16 @@ async fn a_submitted_task_is_queued_with_its_fields_and_two_events() {
 #[tokio::test]
 async fn the_same_idempotency_key_and_body_returns_the_first_task_and_another_body_conflicts() {
     let app = spawn_app().await;
-    let send = |body: &'static str| {
-        app.client
-            .post(app.url("/api/v1/tasks"))
-            .header("idempotency-key", "key-1")
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-    let first = send(r#"{"queue":"q"}"#).await.unwrap();
-    assert_eq!(first.status(), StatusCode::CREATED);
-    let first: serde_json::Value = first.json().await.unwrap();
-    let again = send(r#"{"queue":"q"}"#).await.unwrap();
-    assert_eq!(again.status(), StatusCode::OK);
-    assert_eq!(again.headers()["idempotent-replay"], "true");
-    let again: serde_json::Value = again.json().await.unwrap();
-    assert_eq!(again["id"], first["id"]);
-    let other = send(r#"{"queue":"other"}"#).await.unwrap();
-    assert_eq!(other.status(), StatusCode::CONFLICT);
-    let list = app.get("/api/v1/tasks").await;
+    let send = |body: serde_json::Value| app.api().submit(body).header("idempotency-key", "key-1");
+    let first = send(json!({"queue": "q"})).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = send(json!({"queue": "q"})).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.headers["idempotent-replay"], "true");
+    assert_eq!(again.body["id"], first.body["id"]);
+    let other = send(json!({"queue": "other"})).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    let list = app.api().tasks("").await;
     assert_eq!(
         list.body["tasks"].as_array().unwrap().len(),
         1,
@@ -83,16 +74,16 @@ async fn event_history_is_bounded_and_says_when_it_is_truncated() {
     let app = spawn_app().await;
     let t = app.submit(json!({"queue": "q"})).await;
     let id = t["id"].as_str().unwrap();
-    let one = app.get(&format!("/api/v1/tasks/{id}?events=1")).await;
+    let one = app.api().task(id).query("events=1").await;
     assert_eq!(one.body["events"].as_array().unwrap().len(), 1);
     assert_eq!(
         one.body["events"][0]["type"], "task_queued",
         "the most recent event is kept"
     );
     assert_eq!(one.body["events_truncated"], true);
-    let none = app.get(&format!("/api/v1/tasks/{id}?events=0")).await;
+    let none = app.api().task(id).query("events=0").await;
     assert_eq!(none.body["events"].as_array().unwrap().len(), 0);
-    let bad = app.get(&format!("/api/v1/tasks/{id}?events=100000")).await;
+    let bad = app.api().task(id).query("events=100000").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
@@ -107,16 +98,15 @@ async fn listing_filters_by_state_queue_and_label_and_pages_with_a_cursor() {
             .await;
         ids.push(t["id"].as_str().unwrap().to_string());
     }
-    app.post(&format!("/api/v1/tasks/{}/cancel", ids[0]), json!({}))
-        .await;
+    app.api().cancel(&ids[0], None).await;
 
-    let even = app.get("/api/v1/tasks?queue=even").await.body;
+    let even = app.api().tasks("queue=even").await.body;
     assert_eq!(even["tasks"].as_array().unwrap().len(), 3);
-    let queued = app.get("/api/v1/tasks?state=queued&queue=even").await.body;
+    let queued = app.api().tasks("state=queued&queue=even").await.body;
     assert_eq!(queued["tasks"].as_array().unwrap().len(), 2);
-    let cancelled = app.get("/api/v1/tasks?state=cancelled").await.body;
+    let cancelled = app.api().tasks("state=cancelled").await.body;
     assert_eq!(cancelled["tasks"][0]["id"], ids[0].as_str());
-    let labelled = app.get("/api/v1/tasks?label=n:3&label=team:a").await.body;
+    let labelled = app.api().tasks("label=n:3&label=team:a").await.body;
     assert_eq!(labelled["tasks"].as_array().unwrap().len(), 1);
     assert_eq!(labelled["tasks"][0]["id"], ids[3].as_str());
 
@@ -124,11 +114,11 @@ async fn listing_filters_by_state_queue_and_label_and_pages_with_a_cursor() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/v1/tasks?limit=2&cursor={c}"),
-            None => "/api/v1/tasks?limit=2".to_string(),
+        let query = match &cursor {
+            Some(c) => format!("limit=2&cursor={c}"),
+            None => "limit=2".to_string(),
         };
-        let page = app.get(&path).await.body;
+        let page = app.api().tasks(&query).await.body;
         for t in page["tasks"].as_array().unwrap() {
             seen.push(t["id"].as_str().unwrap().to_string());
         }
@@ -141,7 +131,7 @@ async fn listing_filters_by_state_queue_and_label_and_pages_with_a_cursor() {
     expected.reverse();
     assert_eq!(seen, expected);
     assert_eq!(
-        app.get("/api/v1/tasks?state=bogus").await.status,
+        app.api().tasks("state=bogus").await.status,
         StatusCode::BAD_REQUEST
     );
 }
@@ -151,12 +141,7 @@ async fn cancelling_ends_a_task_and_a_second_cancel_is_a_conflict() {
     let app = spawn_app().await;
     let t = app.submit(json!({"queue": "q"})).await;
     let id = t["id"].as_str().unwrap();
-    let r = app
-        .post(
-            &format!("/api/v1/tasks/{id}/cancel"),
-            json!({"reason": "not needed"}),
-        )
-        .await;
+    let r = app.api().cancel(id, Some("not needed")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["state"], "cancelled");
     assert_eq!(r.body["state_detail"]["reason"], "not needed");
@@ -164,9 +149,7 @@ async fn cancelling_ends_a_task_and_a_second_cancel_is_a_conflict() {
         app.lease("q", "w", 1).await.is_empty(),
         "a cancelled task leaves the queue"
     );
-    let again = app
-        .post(&format!("/api/v1/tasks/{id}/cancel"), json!({}))
-        .await;
+    let again = app.api().cancel(id, None).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "illegal_transition");
 }
@@ -176,20 +159,11 @@ async fn cancelling_a_running_task_ends_its_lease() {
     let app = spawn_app().await;
     let t = app.submit(json!({"queue": "q"})).await;
     let lease = app.lease("q", "w1", 1).await.remove(0);
-    app.post(
-        &format!("/api/v1/tasks/{}/cancel", t["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
+    app.api().cancel(&t, None).await;
     let r = app.lease_call(&lease, "complete", json!({})).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.code(), "stale_lease");
-    let run = app
-        .get(&format!(
-            "/api/v1/runs/{}",
-            lease["run_id"].as_str().unwrap()
-        ))
-        .await;
+    let run = app.api().run(&lease["run_id"]).await;
     assert_eq!(run.body["outcome"], "cancelled");
 }
 
@@ -208,17 +182,12 @@ async fn the_dossier_holds_the_whole_record_and_a_run_has_its_events() {
     app.lease_call(&lease, "complete", json!({"result": {"ok": true}}))
         .await;
 
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/tasks/{id}/dossier")))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.headers()["content-disposition"]
+    let r = app.api().dossier(id).await;
+    assert!(r.headers["content-disposition"]
         .to_str()
         .unwrap()
         .contains(id));
-    let d: serde_json::Value = r.json().await.unwrap();
+    let d = r.body;
     assert_eq!(d["schema"], "forgeline.dossier.v1");
     assert_eq!(d["state"], "completed");
     assert_eq!(d["result"], json!({"ok": true}));
@@ -226,13 +195,7 @@ async fn the_dossier_holds_the_whole_record_and_a_run_has_its_events() {
     assert_eq!(d["runs"][0]["agents"], json!(["planner"]));
     assert_eq!(d["events"].as_array().unwrap().len(), 5);
 
-    let run = app
-        .get(&format!(
-            "/api/v1/runs/{}",
-            lease["run_id"].as_str().unwrap()
-        ))
-        .await
-        .body;
+    let run = app.api().run(&lease["run_id"]).await.body;
     assert_eq!(run["outcome"], "completed");
     let kinds: Vec<&str> = run["events"]
         .as_array()
@@ -246,30 +209,21 @@ async fn the_dossier_holds_the_whole_record_and_a_run_has_its_events() {
 #[tokio::test]
 async fn responses_carry_request_ids_and_timing_and_echo_a_good_client_id() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/tasks"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "abc-123");
-    assert!(r.headers()["x-response-time"]
+    let r = app.api().tasks("").header("x-request-id", "abc-123").await;
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+    assert!(r.headers["x-response-time"]
         .to_str()
         .unwrap()
         .ends_with("ms"));
     let r = app
-        .client
-        .get(app.url("/nope"))
+        .api()
+        .send("GET", "/nope", "")
         .header("x-request-id", "bad id!")
-        .send()
-        .await
-        .unwrap();
-    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        .await;
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(rid.len(), 16);
-    let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
-        body["error"]["request_id"],
+        r.body["error"]["request_id"],
         rid.as_str(),
         "error bodies carry the same id"
     );

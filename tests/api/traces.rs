@@ -117,28 +117,23 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     );
-    let client = server.client();
+    let api = server.api();
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let r = client
-        .post(server.url("/api/v1/tasks"))
-        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
-        .json(&json!({"queue": "agents"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let task: serde_json::Value = r.json().await.unwrap();
+    let r = api
+        .submit(json!({"queue": "agents"}))
+        .header(
+            "traceparent",
+            &format!("00-{caller_trace}-{caller_span}-01"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let task = r.body;
     assert_eq!(task["trace_id"], caller_trace);
 
-    let r = client
-        .post(server.url("/api/v1/queues/agents/lease"))
-        .json(&json!({"worker_id": "w1", "max": 1, "wait_ms": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let leases: serde_json::Value = r.json().await.unwrap();
+    let r = api.lease("agents", "w1", 1, 0).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let leases = r.body;
     let lease = &leases["leases"][0];
     let lease_tp = lease["traceparent"].as_str().unwrap().to_string();
     assert!(
@@ -146,34 +141,22 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
         "{lease_tp}"
     );
     let run_span_id = lease_tp.split('-').nth(2).unwrap().to_string();
-    let lease_url = |action: &str| {
-        server.url(&format!(
-            "/api/v1/leases/{}/{action}",
-            lease["lease_id"].as_str().unwrap()
-        ))
-    };
-    let token = lease["token"].clone();
-    let r = client
-        .post(lease_url("events"))
-        .json(&json!({"token": token, "events": [
-            {"type": "agent_started", "agent_name": "coder"},
-            {"type": "tool_invoked", "agent_name": "coder", "tool_name": "read_file",
-             "tool_call_id": "call_1", "duration_ms": 3},
-            {"type": "agent_finished", "agent_name": "coder", "duration_ms": 30},
-            {"type": "verification_started", "step": "unit"},
-            {"type": "verification_finished", "step": "unit", "outcome": "passed", "duration_ms": 12},
-        ]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
-    let r = client
-        .post(lease_url("complete"))
-        .json(&json!({"token": token, "result": {"ok": true}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let r = api
+        .lease_events(
+            lease,
+            json!([
+                {"type": "agent_started", "agent_name": "coder"},
+                {"type": "tool_invoked", "agent_name": "coder", "tool_name": "read_file",
+                 "tool_call_id": "call_1", "duration_ms": 3},
+                {"type": "agent_finished", "agent_name": "coder", "duration_ms": 30},
+                {"type": "verification_started", "step": "unit"},
+                {"type": "verification_finished", "step": "unit", "outcome": "passed", "duration_ms": 12},
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.text);
+    let r = api.complete(lease, Some(json!({"ok": true}))).await;
+    assert_eq!(r.status, StatusCode::OK);
 
     // Shutdown flushes what the batch processor still holds.
     let status = tokio::task::spawn_blocking(move || server.terminate())

@@ -1,6 +1,7 @@
 //! The lease protocol: lease, heartbeat, events, complete, fail, expiry,
 //! retries, dead-letter, stale tokens, and the worker status projection.
 
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -44,24 +45,13 @@ async fn leases_go_by_priority_then_age() {
 async fn a_waiting_lease_wakes_on_submit() {
     let app = spawn_app().await;
     let started = Instant::now();
-    let waiter = {
-        let url = app.url("/api/v1/queues/q/lease");
-        let client = app.client.clone();
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"worker_id": "w", "wait_ms": 20000}))
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = tokio::spawn(app.api().lease("q", "w", 1, 20000).into_future());
+    // Nothing shows that the request is parked (no metric, no worker record
+    // before a grant), so give it a moment; if the submit wins the race the
+    // lease is granted at once and the test still holds.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = app.submit(json!({"queue": "q"})).await;
-    let got = waiter.await.unwrap();
+    let got = waiter.await.unwrap().body;
     assert_eq!(got["leases"][0]["task"]["id"], t["id"]);
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -123,15 +113,7 @@ async fn a_vanished_worker_loses_its_task_to_redelivery_and_its_late_complete_is
         assert_eq!(r.status, StatusCode::CONFLICT, "{action}: {:?}", r.body);
         assert_eq!(r.code(), "stale_lease");
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.api().metrics().await.text;
     assert!(
         text.contains("forgeline_stale_acks_total{queue=\"q\"} 3"),
         "stale calls are counted"
@@ -173,18 +155,14 @@ async fn retryable_failures_back_off_then_dead_letter_and_requeue_restores_the_b
         .await;
     assert_eq!(r.body["state"], "dead");
 
-    let dead = app.get("/api/v1/dead-letter").await.body;
+    let dead = app.api().dead_letter().await.body;
     assert_eq!(dead["tasks"][0]["id"], id.as_str());
     assert_eq!(dead["tasks"][0]["last_error"], "still flaky");
-    let rq = app
-        .post(&format!("/api/v1/dead-letter/{id}/requeue"), json!({}))
-        .await;
+    let rq = app.api().requeue(&id).await;
     assert_eq!(rq.status, StatusCode::OK);
     assert_eq!(rq.body["state"], "queued");
     assert_eq!(rq.body["attempts_left"], 2);
-    let again = app
-        .post(&format!("/api/v1/dead-letter/{id}/requeue"), json!({}))
-        .await;
+    let again = app.api().requeue(&id).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(app.lease("q", "w", 1).await[0]["attempt"], 3);
 }
@@ -231,13 +209,7 @@ async fn worker_events_in_every_shape_are_stored_in_one_canonical_form() {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{s}: {:?}", r.body);
     }
-    let run = app
-        .get(&format!(
-            "/api/v1/runs/{}",
-            lease["run_id"].as_str().unwrap()
-        ))
-        .await
-        .body;
+    let run = app.api().run(&lease["run_id"]).await.body;
     let tools: Vec<&serde_json::Value> = run["events"]
         .as_array()
         .unwrap()
@@ -288,32 +260,28 @@ async fn the_worker_projection_follows_leases_and_refuses_idle_with_a_task() {
     let app = spawn_app().await;
     let t = app.submit(json!({"queue": "q"})).await;
     let lease = app.lease("q", "agent-7", 1).await.remove(0);
-    let ws = app.get("/api/v1/workers").await.body;
+    let ws = app.api().workers().await.body;
     assert_eq!(ws["workers"][0]["id"], "agent-7");
     assert_eq!(ws["workers"][0]["status"], "busy");
     assert_eq!(ws["workers"][0]["current_task"], t["id"]);
     app.lease_call(&lease, "complete", json!({})).await;
-    let ws = app.get("/api/v1/workers").await.body;
+    let ws = app.api().workers().await.body;
     assert_eq!(ws["workers"][0]["status"], "idle");
     assert!(ws["workers"][0]["current_task"].is_null());
 
     let bad = app
-        .post(
-            "/api/v1/workers/agent-7/status",
-            json!({"status": "idle", "currentTask": t["id"]}),
-        )
+        .api()
+        .worker_status("agent-7", json!({"status": "idle", "currentTask": t["id"]}))
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(bad.body["error"]["details"]["field"], "current_task");
     let ok = app
-        .post(
-            "/api/v1/workers/agent-7/status",
-            json!({"event_data": {"status": "draining"}}),
-        )
+        .api()
+        .worker_status("agent-7", json!({"event_data": {"status": "draining"}}))
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(
-        app.get("/api/v1/workers").await.body["workers"][0]["status"],
+        app.api().workers().await.body["workers"][0]["status"],
         "draining"
     );
 }
@@ -328,21 +296,27 @@ async fn lease_requests_are_checked() {
         (json!({"worker_id": "w", "lease_ms": 5}), "lease_ms"),
         (json!({"worker_id": "bad id"}), "worker_id"),
     ] {
-        let r = app.post("/api/v1/queues/q/lease", body.clone()).await;
+        let r = app
+            .api()
+            .send("POST", "/api/v1/queues/q/lease", body.to_string())
+            .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(r.body["error"]["details"]["field"], field, "{body}");
     }
     let r = app
-        .post(
+        .api()
+        .send(
+            "POST",
             "/api/v1/queues/bad%20queue/lease",
-            json!({"worker_id": "w"}),
+            json!({"worker_id": "w"}).to_string(),
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = app
-        .post(
-            "/api/v1/leases/01ARZ3NDEKTSV4RRFFQ69G5FAV/complete",
-            json!({"token": 1}),
+        .api()
+        .complete(
+            &json!({"lease_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "token": 1}),
+            None,
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -355,8 +329,7 @@ async fn a_requeue_is_recorded_and_then_queues_the_task_like_any_other_entry() {
     let id = t["id"].as_str().unwrap();
     let l = app.lease("q", "w", 1).await.remove(0);
     app.lease_call(&l, "fail", json!({"error": "x"})).await;
-    app.post(&format!("/api/v1/dead-letter/{id}/requeue"), json!({}))
-        .await;
+    app.api().requeue(id).await;
     let events = app.task(id).await["events"].as_array().unwrap().clone();
     let tail: Vec<(&str, &serde_json::Value)> = events[events.len() - 2..]
         .iter()
@@ -373,15 +346,11 @@ async fn a_worker_whose_lease_expired_or_whose_task_was_cancelled_is_idle_again(
     let t2 = app.submit(json!({"queue": "r"})).await;
     app.lease("q", "sleepy", 1).await;
     app.advance(Duration::from_secs(31)).await;
-    let ws = app.get("/api/v1/workers").await.body;
+    let ws = app.api().workers().await.body;
     assert_eq!(ws["workers"][0]["status"], "idle", "{ws}");
     app.lease("r", "busy-one", 1).await;
-    app.post(
-        &format!("/api/v1/tasks/{}/cancel", t2["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    let ws = app.get("/api/v1/workers").await.body;
+    app.api().cancel(&t2, None).await;
+    let ws = app.api().workers().await.body;
     let busy = ws["workers"]
         .as_array()
         .unwrap()
@@ -391,8 +360,9 @@ async fn a_worker_whose_lease_expired_or_whose_task_was_cancelled_is_idle_again(
         .clone();
     assert_eq!(busy["status"], "idle");
     let unknown = app
-        .post(
-            "/api/v1/workers/x/status",
+        .api()
+        .worker_status(
+            "x",
             json!({"status": "busy", "current_task": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
         )
         .await;
@@ -406,7 +376,7 @@ async fn a_released_lease_puts_the_task_back_at_once_without_counting_the_attemp
     let id = t["id"].as_str().unwrap().to_string();
     let first = app.lease("q", "w1", 1).await.remove(0);
 
-    let r = app.lease_call(&first, "release", json!({})).await;
+    let r = app.api().release_lease(&first).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["state"], "queued");
     assert_eq!(
@@ -425,12 +395,7 @@ async fn a_released_lease_puts_the_task_back_at_once_without_counting_the_attemp
         assert_eq!(again.status, StatusCode::CONFLICT, "{action}");
         assert_eq!(again.code(), "stale_lease", "{action}");
     }
-    let run = app
-        .get(&format!(
-            "/api/v1/runs/{}",
-            first["run_id"].as_str().unwrap()
-        ))
-        .await;
+    let run = app.api().run(&first["run_id"]).await;
     assert_eq!(run.body["outcome"], "released", "{:?}", run.body);
     let released = app.task(&id).await["events"]
         .as_array()
@@ -440,11 +405,8 @@ async fn a_released_lease_puts_the_task_back_at_once_without_counting_the_attemp
     assert!(released, "a task_queued event says why");
 
     let missing = app
-        .lease_call(
-            &json!({"lease_id": "01M80SJK6MDAVKB72ZW345732Y", "token": 1}),
-            "release",
-            json!({}),
-        )
+        .api()
+        .release_lease(&json!({"lease_id": "01M80SJK6MDAVKB72ZW345732Y", "token": 1}))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let done = app

@@ -1,4 +1,4 @@
-//! Event streams: read from the store up to the durable watermark, then wait.
+//! Events over SSE: read from the store up to the durable watermark, then wait.
 //!
 //! A stream never holds events in memory beyond one read batch: each
 //! subscriber reads the `E` (firehose) or `X` (one task) index from its cursor

@@ -1,0 +1,36 @@
+//! Test fixtures shared by the audit tests: drafts and a store holding a
+//! chain of a given length.
+
+use super::chain::{append, AuditDraft};
+use crate::store::{Durability, Store, StoreError, Txn};
+
+/// Draft number `n`: recorded at `1_000 + n` ms, with a body hash of `n`s.
+pub(super) fn draft(n: u64) -> AuditDraft {
+    AuditDraft {
+        at: 1_000 + n,
+        request_id: format!("r{n}"),
+        principal: "alice".into(),
+        roles: vec!["submitter".into()],
+        method: "POST".into(),
+        route: "/api/v1/tasks".into(),
+        body_sha256: Some([n as u8; 32]),
+        status: 201,
+        latency_us: 10,
+        detail: None,
+    }
+}
+
+/// A relaxed store holding records 1 to `n` (keep the directory alive).
+pub(super) fn store_with(n: u64) -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), Durability::Relaxed).unwrap();
+    for i in 1..=n {
+        let _ = s.write(|t| append(t, draft(i)).map(drop)).unwrap();
+    }
+    (d, s)
+}
+
+/// Writes behind the chain's back, as an attacker with store access would.
+pub(super) fn tamper(s: &Store, f: impl FnOnce(&mut Txn<'_>) -> Result<(), StoreError>) {
+    let _ = s.write(f).unwrap();
+}

@@ -1,3 +1,0 @@
-//! Events: the versioned envelope, and streams of them over SSE.
-
-pub mod stream;
