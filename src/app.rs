@@ -41,9 +41,9 @@ pub enum AppError {
     /// The workspace root could not be created.
     #[error("cannot create the workspace root {path}: {source}")]
     Workspace {
-        /// The directory.
+        /// The resolved root (`executor.workspace_root`, or `<data_dir>/workspace`).
         path: std::path::PathBuf,
-        /// Why.
+        /// The error from creating it (only attempted when the executor is enabled).
         source: std::io::Error,
     },
 }
@@ -76,7 +76,7 @@ impl App {
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let started = Instant::now();
         let config = Arc::new(config);
-        let store = Store::open(&config.store.data_dir, config.store.durability)?;
+        let store = Store::open_with(&config.store.data_dir, config.store.options())?;
         if config.executor.enabled {
             let root = config.workspace_root();
             std::fs::create_dir_all(&root)

@@ -39,7 +39,7 @@ pub enum Scope {
 /// A stream request.
 #[derive(Debug, Clone)]
 pub struct StreamSpec {
-    /// Coverage.
+    /// Which index it reads: `E` for every event, `X` for one task's.
     pub scope: Scope,
     /// Resume after this event id (0: from the start).
     pub after: u64,

@@ -17,7 +17,7 @@ use crate::model::{Action, CheckKind, Decision, Stage, Verdict};
 pub struct PolicyConfig {
     /// Stable id (the `policy` label; named in 422s and on review tickets).
     pub id: String,
-    /// The check.
+    /// The check it runs; each kind reads its own field below.
     pub kind: CheckKind,
     /// Stages it runs at.
     pub stages: Vec<Stage>,
@@ -108,7 +108,7 @@ pub struct Guardrails {
 /// What one evaluation is about.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
-    /// The stage.
+    /// The stage being evaluated; only policies listing it run.
     pub stage: Stage,
     /// The task's queue.
     pub queue: &'a str,

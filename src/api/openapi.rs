@@ -30,7 +30,8 @@ pub fn spec_json() -> Result<bytes::Bytes, String> {
     SPEC_JSON.clone()
 }
 
-/// The route.
+/// `GET /api/v1/openapi.json`: public (the spec holds no data); a 500 if the
+/// embedded YAML does not parse.
 pub fn routes() -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())

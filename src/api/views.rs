@@ -73,7 +73,7 @@ pub fn step_json(s: &StepResult) -> Value {
     })
 }
 
-/// One run.
+/// JSON view of a run, times in RFC 3339 (in a task, a run page, a dossier).
 pub fn run_json(r: &RunRecord) -> Value {
     json!({
         "id": r.id.to_string(),

@@ -18,15 +18,15 @@ pub struct AuditRecord {
     pub request_id: String,
     /// Who (`anonymous` when unauthenticated).
     pub principal: String,
-    /// Their roles.
+    /// Their role names (empty when unauthenticated and for `TIMER` actions).
     pub roles: Vec<String>,
     /// HTTP method (or `TIMER` for actions the server's clocks take by themselves).
     pub method: String,
-    /// Route template.
+    /// The route template, never the raw path (`unmatched` when none matched).
     pub route: String,
     /// SHA-256 of the request body, when one was read.
     pub body_sha256: Option<[u8; 32]>,
-    /// Response status.
+    /// The status the request was answered with (`TIMER` actions record 200).
     pub status: u16,
     /// Time to the response, in microseconds.
     pub latency_us: u64,
@@ -51,15 +51,15 @@ pub struct AuditDraft {
     pub request_id: String,
     /// Who (`anonymous` when unauthenticated).
     pub principal: String,
-    /// Their roles.
+    /// Their role names (empty when unauthenticated and for `TIMER` actions).
     pub roles: Vec<String>,
     /// HTTP method, or `TIMER` for actions the server takes by itself.
     pub method: String,
-    /// Route template.
+    /// The route template, never the raw path (`unmatched` when none matched).
     pub route: String,
     /// SHA-256 of the request body, when one was read.
     pub body_sha256: Option<[u8; 32]>,
-    /// Response status.
+    /// The status the request was answered with (`TIMER` actions record 200).
     pub status: u16,
     /// Time to the response, in microseconds.
     pub latency_us: u64,
@@ -70,7 +70,7 @@ pub struct AuditDraft {
 /// A position in the chain: the head (last record) or the anchor (last pruned).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainPoint {
-    /// Sequence number.
+    /// The seq of the record it marks (0, with a zero hash, before any).
     pub seq: u64,
     /// Hash of that record.
     pub hash: [u8; 32],

@@ -22,7 +22,7 @@ pub struct BrokenLink {
 pub struct VerifyReport {
     /// The chain is intact.
     pub ok: bool,
-    /// Records checked.
+    /// Records that verified, from the anchor on (pruned ones are not counted).
     pub checked: u64,
     /// The anchor verification started from (0 when nothing was pruned).
     pub anchor_seq: u64,

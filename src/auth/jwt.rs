@@ -27,23 +27,23 @@ pub const MAX_PRINCIPAL_LEN: usize = 256;
 /// The claims forgeline reads (others are ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// The principal.
+    /// The principal: 1–256 characters, no control characters (required).
     pub sub: String,
-    /// Role names.
+    /// Role names; one this server does not know refuses the whole token.
     #[serde(default)]
     pub roles: Vec<String>,
     /// Expiry (seconds since the epoch).
     pub exp: u64,
-    /// Issued at.
+    /// Issued at, in seconds since the epoch (written when minting; not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
-    /// Not before.
+    /// Not before, in seconds since the epoch; checked with `auth.leeway`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
-    /// Issuer.
+    /// Issuer; required and must equal `auth.issuer` when that is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
+    /// Audience; required and must equal `auth.audience` when that is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
 }
@@ -94,7 +94,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    /// Every reason.
+    /// Every reason (metrics pre-register one label value each).
     pub const ALL: [AuthFailure; 10] = [
         AuthFailure::Missing,
         AuthFailure::Malformed,
@@ -131,9 +131,9 @@ pub enum KeyError {
     /// A key file could not be read or written.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The secret, key or token file.
         path: PathBuf,
-        /// Why.
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// The secret is too short, or a PEM does not parse.

@@ -12,12 +12,12 @@ pub enum RateClass {
     Worker,
     /// Review and dead-letter actions.
     ReviewAction,
-    /// Reads.
+    /// Authenticated reads (every limited `GET`).
     Read,
 }
 
 impl RateClass {
-    /// Every class.
+    /// Every class (metrics pre-register one label value each).
     pub const ALL: [RateClass; 4] = [
         RateClass::Submit,
         RateClass::Worker,

@@ -18,7 +18,7 @@ pub enum Role {
 }
 
 impl Role {
-    /// Every role.
+    /// Every role, in declaration order (the order `RoleSet::roles` lists).
     pub const ALL: [Role; 5] = [
         Role::Observer,
         Role::Submitter,
@@ -59,7 +59,8 @@ impl fmt::Display for Role {
 pub struct RoleSet(u8);
 
 impl RoleSet {
-    /// Every role.
+    /// Every role: what `auth.mode = "none"` grants and the first admin token
+    /// carries.
     pub fn all() -> RoleSet {
         RoleSet::from_roles(&Role::ALL)
     }
@@ -79,7 +80,8 @@ impl RoleSet {
         self.0 & other.0 != 0
     }
 
-    /// No roles.
+    /// Holds no role (a token may carry none; it then passes no role-checked
+    /// route).
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

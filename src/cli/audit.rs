@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::ConfigArgs;
 use crate::store::Store;
 
-/// Audit subcommands.
+/// `forgeline audit …`: offline checks that open the store themselves.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and report the first broken link. The server must
@@ -33,7 +33,7 @@ pub fn run(cmd: AuditCommand) -> i32 {
         eprintln!("forgeline: no store at {}", dir.display());
         return 2;
     }
-    let store = match Store::open(dir, config.store.durability) {
+    let store = match Store::open_with(dir, config.store.options()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(

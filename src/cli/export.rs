@@ -60,7 +60,7 @@ pub enum Kit {
     Config,
     /// The hardened systemd unit (packaging/forgeline.service).
     Systemd,
-    /// Everything above.
+    /// Every part above (also what naming no part means).
     All,
 }
 

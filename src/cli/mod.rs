@@ -21,7 +21,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands.
+/// The subcommands, one module of `cli` each.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::ConfigArgs;
 use crate::auth::{Authenticator, Role, RoleSet};
 
-/// Token subcommands.
+/// `forgeline token …`: both load the server's config to find its keys.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Print a new HS256 token signed with the server's secret.
@@ -28,7 +28,7 @@ pub enum TokenCommand {
     },
     /// Show a token's header and claims and whether this server accepts it.
     Inspect {
-        /// The token.
+        /// The compact JWT (`header.claims.signature`), without `Bearer `.
         token: String,
         /// Where the server's configuration is.
         #[command(flatten)]

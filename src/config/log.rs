@@ -44,7 +44,7 @@ pub enum LogRotation {
     Daily,
     /// A new file each hour.
     Hourly,
-    /// One file.
+    /// No rotation: one file that keeps growing.
     Never,
 }
 

@@ -80,9 +80,9 @@ pub struct QueueReview {
     pub sla: Option<Duration>,
     /// Approvals needed on this queue.
     pub required_approvals: Option<u8>,
-    /// Timeout action.
+    /// What the SLA clock does once a ticket on this queue passes its target.
     pub on_timeout: TimeoutAction,
-    /// Rejection action.
+    /// What a rejection (a reviewer's or the clock's) does to the task.
     pub on_reject: RejectAction,
     /// A review_admin principal that escalated tickets are assigned to.
     pub escalate_to: Option<String>,

@@ -29,7 +29,7 @@ pub struct ServerConfig {
 pub fn default_host() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
-/// Default port.
+/// Default `server.port`, when neither the config nor `serve --port` sets one.
 pub const DEFAULT_PORT: u16 = 7878;
 /// Default request body limit (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -21,7 +21,8 @@ pub struct StepCommand {
     pub name: String,
     /// Program and arguments.
     pub argv: Vec<String>,
-    /// Working directory.
+    /// Working directory: the task's directory, or the recipe's `workdir`
+    /// under it (it must exist: the step is not started otherwise).
     pub cwd: PathBuf,
     /// The complete environment of the child.
     pub env: Vec<(String, String)>,
@@ -59,11 +60,11 @@ impl StepOutcome {
 /// The result of one step.
 #[derive(Debug, Clone)]
 pub struct StepOutput {
-    /// Outcome.
+    /// How it ended; `error` carries the reason for anything but `Passed`.
     pub outcome: StepOutcome,
     /// Exit code when it exited.
     pub exit_code: Option<i32>,
-    /// Wall time.
+    /// Wall time from the call until the output pipes were drained.
     pub duration: Duration,
     /// Last bytes of stdout and stderr, interleaved as they arrived.
     pub output_tail: String,

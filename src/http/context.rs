@@ -25,7 +25,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// When the request arrived.
     pub started: Instant,
-    /// The peer.
+    /// The TCP peer (no forwarding header is trusted); `None` outside the
+    /// middleware.
     pub remote: Option<SocketAddr>,
     /// The request's server span (a child of the caller's `traceparent`).
     pub trace: crate::telemetry::SpanCtx,
@@ -38,7 +39,7 @@ pub struct Notes {
     pub request_id: String,
     /// The authenticated principal, once known.
     pub principal: Option<String>,
-    /// Its roles.
+    /// Its roles (empty until authenticated), for the audit record.
     pub roles: RoleSet,
     /// SHA-256 of the body, when it was read.
     pub body_sha256: Option<[u8; 32]>,

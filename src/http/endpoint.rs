@@ -35,7 +35,7 @@ pub struct Call {
     pub ctx: RequestContext,
     /// Who is calling.
     pub who: Identity,
-    /// Request headers.
+    /// The request headers as received (`Idempotency-Key`, `Last-Event-ID`…).
     pub headers: HeaderMap,
     /// The raw query string.
     pub raw_query: String,
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Call {
 }
 
 impl Call {
-    /// The pipeline.
+    /// Shorthand for `self.api.pipeline`.
     pub fn p(&self) -> &Arc<Pipeline> {
         &self.api.pipeline
     }

@@ -10,6 +10,7 @@ use warp::Reply;
 
 use super::context::current_request_id;
 use crate::pipeline::PipelineError;
+use crate::store::StoreError;
 
 /// An error response.
 #[derive(Debug, Clone)]
@@ -127,6 +128,14 @@ impl From<PipelineError> for ApiError {
                 .with_details(json!({"current_hash": current_hash})),
             PipelineError::StaleLease { message } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_lease", message)
+            }
+            PipelineError::Store(e @ StoreError::NoSpace { .. }) => {
+                // Logged once per crossing by the store, not per request.
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    e.to_string(),
+                )
             }
             PipelineError::Store(e) => {
                 tracing::error!(error = %e, "store error");

@@ -28,13 +28,13 @@ use crate::ratelimit::RateLimiter;
 
 /// Everything the routes need: the pipeline and the security layer.
 pub struct Api {
-    /// The pipeline.
+    /// The shared core every handler reads and writes through.
     pub pipeline: Arc<Pipeline>,
-    /// Token verification.
+    /// Verifies bearer tokens at admission, before any handler runs.
     pub auth: Authenticator,
-    /// Rate limits.
+    /// Token buckets per (principal, rate class), checked after authorisation.
     pub limiter: RateLimiter,
-    /// Probe state.
+    /// The flags the health probes read (shared with the app, which sets them).
     pub health: Arc<Health>,
     /// The bearer token `/metrics` requires (`metrics.access = "token"`).
     pub metrics_token: Option<String>,

@@ -195,6 +195,8 @@ async fn make_durable(
     if audited {
         let draft = audit_draft(notes, f.method, f.path, f.status, f.started, p.now());
         match p.audit(draft) {
+            // Commits become durable in order: waiting for the later one
+            // covers the handler's writes and the audit record together.
             Ok(c) => pending = Some(pending.map_or(c, |d| d.max(c))),
             Err(e) => {
                 let request_id = f.request_id;

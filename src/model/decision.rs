@@ -36,11 +36,12 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Nothing found.
+    /// The check found nothing (a policy cannot be configured with it).
     Allow,
     /// Hold the task for a human.
     Flag,
-    /// Refuse.
+    /// Refuse: the submission, the reported events or the completion gets
+    /// a 422 (a blocked completion fails the task).
     Block,
 }
 
@@ -104,13 +105,13 @@ pub enum CheckKind {
 /// A policy's decision about one subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
-    /// Policy id.
+    /// The policy's configured `id` (a metric label; named in 422s).
     pub policy: String,
-    /// Stage.
+    /// The stage it was evaluated at.
     pub stage: Stage,
-    /// Verdict.
+    /// `allow` when the check found nothing, else the policy's configured verdict.
     pub verdict: Verdict,
-    /// Action enforced.
+    /// What forgeline did, derived from the verdict ([`Action::for_verdict`]).
     pub action: Action,
     /// What matched (no secret text: a description).
     pub reason: String,
@@ -119,13 +120,13 @@ pub struct Decision {
 /// A non-allow decision as stored under `G task seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredDecision {
-    /// Task.
+    /// The task it concerns (the first part of its `G` key).
     pub task_id: TaskId,
     /// Run, for tool and output decisions.
     pub run_id: Option<RunId>,
-    /// When.
+    /// When it was made, in ms since the Unix epoch.
     pub at: Millis,
-    /// The decision.
+    /// The decision itself (a flag or a block: allows are not stored).
     pub decision: Decision,
 }
 

@@ -18,7 +18,7 @@ macro_rules! event_kinds {
         }
 
         impl EventKind {
-            /// Every type.
+            /// Every type, in the order declared below.
             pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
 
             /// The wire name.
@@ -70,13 +70,13 @@ event_kinds! {
     ReviewDecided => "review_decided",
     /// A review timed out.
     ReviewExpired => "review_expired",
-    /// Finished successfully.
+    /// Finished successfully (by its worker, or approved in review).
     TaskCompleted => "task_completed",
     /// Failed for good (a retry is a `task_scheduled` with `reason: retry`).
     TaskFailed => "task_failed",
-    /// Attempts exhausted.
+    /// Attempts exhausted; the task is dead-lettered (an admin can requeue it).
     TaskDeadLettered => "task_dead_lettered",
-    /// Cancelled.
+    /// Cancelled by a user; a lease it held ended with it.
     TaskCancelled => "task_cancelled",
     /// Brought back from dead-letter by an operator.
     TaskRequeued => "task_requeued",
@@ -87,11 +87,11 @@ event_kinds! {
 pub struct EventRecord {
     /// Global, monotonic id.
     pub id: u64,
-    /// Type.
+    /// Its type (the envelope's `type`).
     pub kind: EventKind,
-    /// When.
+    /// When it happened, in ms since the Unix epoch (the server's clock).
     pub at: Millis,
-    /// Task.
+    /// The task it is about; also indexed under `X task-id event-id`.
     pub task_id: TaskId,
     /// The task's queue (firehose filter).
     pub queue: QueueName,
@@ -120,20 +120,20 @@ pub struct Envelope {
     pub id: String,
     /// The numeric id.
     pub seq: u64,
-    /// Event type.
+    /// The type's wire name ([`EventKind::as_str`]).
     #[serde(rename = "type")]
     pub kind: String,
     /// RFC 3339 time.
     pub time: String,
-    /// Task.
+    /// The task's id (26-character ULID).
     pub task_id: String,
-    /// Queue.
+    /// The task's queue (what firehose subscribers filter on).
     pub queue: String,
-    /// Run.
+    /// The run it belongs to; `None` for events outside any run.
     pub run_id: Option<String>,
-    /// Attempt.
+    /// The task's attempt count when it was recorded (0 before the first lease).
     pub attempt: u32,
-    /// Trace id.
+    /// The trace id from the submission's `traceparent`; `None` without one.
     pub trace_id: Option<String>,
     /// Task state after the event, when it changed one.
     pub state: Option<String>,

@@ -99,7 +99,7 @@ macro_rules! name_type {
                 check_name(s, $what, $max, $extra)?;
                 Ok($name(s.to_string()))
             }
-            /// The name.
+            /// The name as given (validated, not normalised).
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -22,7 +22,7 @@ pub enum StateKind {
     Verifying,
     /// Steps passed; a human decision is pending.
     AwaitingReview,
-    /// Done.
+    /// Finished: completed by its worker, or approved in review.
     Completed,
     /// Ended by a non-retryable failure or a rejection.
     Failed,
@@ -128,7 +128,7 @@ pub enum ScheduleReason {
 /// The lease a running task is held under.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRef {
-    /// The lease.
+    /// The lease's id; a call naming another lease is refused as stale.
     pub lease_id: LeaseId,
     /// The run it started.
     pub run_id: RunId,
@@ -153,7 +153,7 @@ pub enum TaskState {
         /// Queue wait is measured from here.
         eligible_at: Millis,
     },
-    /// Leased.
+    /// Leased; no verification step reported yet.
     Running(LeaseRef),
     /// Leased, verification steps started.
     Verifying(LeaseRef),
@@ -161,33 +161,34 @@ pub enum TaskState {
     AwaitingReview {
         /// The run whose result is under review.
         run_id: RunId,
-        /// Since when.
+        /// When the review was requested, in ms since the Unix epoch.
         since: Millis,
     },
-    /// Finished successfully.
+    /// Finished successfully (by its worker, or approved in review).
     Completed {
-        /// When.
+        /// When it completed, in ms since the Unix epoch.
         at: Millis,
     },
-    /// Finished unsuccessfully.
+    /// Finished unsuccessfully: not retryable, blocked by a guardrail, or
+    /// rejected in review.
     Failed {
-        /// When.
+        /// When it failed, in ms since the Unix epoch.
         at: Millis,
-        /// Why.
+        /// The failure message (redacted); `last_error` holds the same text.
         error: String,
     },
-    /// Attempts exhausted.
+    /// Attempts exhausted (`budget_used` reached `max_attempts`).
     Dead {
-        /// When.
+        /// When it was dead-lettered, in ms since the Unix epoch.
         at: Millis,
         /// The last error.
         error: String,
     },
-    /// Cancelled.
+    /// Cancelled by a user; a lease it held ended with it.
     Cancelled {
-        /// When.
+        /// When it was cancelled, in ms since the Unix epoch.
         at: Millis,
-        /// Who.
+        /// The principal that cancelled it.
         by: String,
         /// Optional reason given.
         reason: Option<String>,
@@ -227,7 +228,7 @@ pub enum StepSpec {
     Named(StepName),
     /// An inline command (only when `executor.allow_inline_commands`).
     Inline {
-        /// Display name.
+        /// The name its results and events carry (and the child's `FORGELINE_STEP`).
         name: StepName,
         /// Program and arguments (no shell).
         argv: Vec<String>,
@@ -258,7 +259,7 @@ pub struct ReviewRequest {
 pub struct TaskRecord {
     /// Id (a ULID: sorts by creation time).
     pub id: TaskId,
-    /// Queue.
+    /// The queue it was submitted to; part of its ready-index and counter keys.
     pub queue: QueueName,
     /// 0–9, higher leased first.
     pub priority: u8,
@@ -280,11 +281,12 @@ pub struct TaskRecord {
     pub idempotency_key: Option<String>,
     /// W3C traceparent of the submission (the task's trace).
     pub traceparent: Option<String>,
-    /// Created.
+    /// When it was submitted, in ms since the Unix epoch (server clock).
     pub created_at: Millis,
-    /// Last changed.
+    /// When its state last changed, in ms since the Unix epoch.
     pub updated_at: Millis,
-    /// Current state.
+    /// Current state; changed only by `transition::move_to`, which keeps the
+    /// state indexes and counters in step.
     pub state: TaskState,
     /// Runs started, ever (the attempt number of the latest run).
     pub attempts: u32,
@@ -323,9 +325,11 @@ pub enum RunOutcome {
 /// One step's result within a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepResult {
-    /// Step name.
+    /// The step's name as reported; a finish is matched to the latest
+    /// unfinished step of that name.
     pub name: String,
-    /// Started.
+    /// When it started (ms since the Unix epoch): the worker's timestamp, else
+    /// the time the server received the report.
     pub started_at: Millis,
     /// Finished, once it has.
     pub finished_at: Option<Millis>,
@@ -342,21 +346,21 @@ pub struct StepResult {
 /// One attempt, stored under `R id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Id.
+    /// Id (a ULID minted with the lease).
     pub id: RunId,
-    /// Its task.
+    /// The task this run is an attempt of.
     pub task_id: TaskId,
     /// Attempt number (1-based).
     pub attempt: u32,
     /// The lease it ran under.
     pub lease_id: LeaseId,
-    /// Worker.
+    /// The worker id the lessee gave (not its authenticated principal).
     pub worker: String,
-    /// Leased at.
+    /// When the lease was granted, in ms since the Unix epoch.
     pub started_at: Millis,
     /// Queue wait before this run (eligible → leased).
     pub queue_wait_ms: u64,
-    /// Ended at.
+    /// When the run ended, in ms since the Unix epoch; `None` while it runs.
     pub ended_at: Option<Millis>,
     /// How it ended.
     pub outcome: Option<RunOutcome>,
@@ -375,13 +379,13 @@ impl Record for RunRecord {
 /// Where a lease stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseState {
-    /// Held.
+    /// Held; its deadline has an entry in the `D` index until it ends.
     Active,
     /// Ended: `how` is `completed`, `failed`, `expired`, `cancelled`, `released`.
     Ended {
-        /// When.
+        /// When it ended, in ms since the Unix epoch.
         at: Millis,
-        /// How.
+        /// How it ended (one of the words above).
         how: String,
     },
 }
@@ -389,11 +393,11 @@ pub enum LeaseState {
 /// A lease, stored under `L id` (kept after it ends, so stale calls are told so).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
-    /// Id.
+    /// Id (a ULID minted at grant); calls name it together with `token`.
     pub id: LeaseId,
-    /// Task.
+    /// The task it was granted on.
     pub task_id: TaskId,
-    /// Run.
+    /// The run the grant started; it ends when the lease does.
     pub run_id: RunId,
     /// Queue leased from.
     pub queue: QueueName,
@@ -404,7 +408,7 @@ pub struct LeaseRecord {
     /// The authenticated principal that took the lease; only it may use the
     /// lease. Empty for leases written before v2 (anyone with the worker role).
     pub holder: String,
-    /// Granted.
+    /// When it was granted, in ms since the Unix epoch.
     pub granted_at: Millis,
     /// Expires unless extended.
     pub deadline: Millis,

@@ -25,7 +25,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome.
+    /// Every outcome (metrics pre-register one label value each).
     pub const ALL: [Outcome; 3] = [
         Outcome::Approved,
         Outcome::Rejected,
@@ -54,21 +54,22 @@ pub enum TicketState {
     Open,
     /// Reserved by a reviewer until `until`.
     Claimed {
-        /// The reviewer.
+        /// The claiming reviewer; meanwhile only they (or a review_admin) may
+        /// decide.
         by: String,
         /// When the reservation lapses.
         until: Millis,
     },
     /// Put on a reviewer by a review_admin (or by escalation).
     Assigned {
-        /// The reviewer.
+        /// The reviewer it is put on; only they (or a review_admin) may decide.
         to: String,
         /// Who assigned it.
         by: String,
     },
-    /// Decided.
+    /// Decided: by a non-approval, or by the last approval needed.
     Decided {
-        /// The outcome.
+        /// The deciding vote's outcome (every vote is kept in `votes`).
         outcome: Outcome,
     },
     /// Timed out and the task was requeued.
@@ -113,22 +114,22 @@ impl TicketState {
 pub struct Vote {
     /// Reviewer (principal, or `system` for the SLA clock).
     pub by: String,
-    /// Outcome.
+    /// Their verdict; anything but `approved` decides the ticket at once.
     pub outcome: Outcome,
-    /// Comment.
+    /// The reviewer's comment (redacted before it is stored).
     pub comment: Option<String>,
-    /// When.
+    /// When it was cast, in ms since the Unix epoch.
     pub at: Millis,
 }
 
 /// One assignment (claim, assign, escalation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
-    /// To whom.
+    /// The reviewer it went to (for a claim, the claimer).
     pub to: String,
-    /// By whom.
+    /// Who made it: the claimer, a review_admin, or `system` (escalation).
     pub by: String,
-    /// When.
+    /// When it was made, in ms since the Unix epoch.
     pub at: Millis,
     /// First assignment of the ticket, or a later one.
     pub first: bool,
@@ -137,9 +138,9 @@ pub struct Assignment {
 /// A review ticket, stored under `V id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
-    /// Id.
+    /// Id (a ULID, so ticket keys sort by opening time).
     pub id: TicketId,
-    /// Task.
+    /// The task held for review (indexed under `K task ticket`).
     pub task_id: TaskId,
     /// The run whose result is under review.
     pub run_id: RunId,
@@ -155,7 +156,7 @@ pub struct Ticket {
     pub review_required: bool,
     /// Approvals needed (N of M).
     pub required_approvals: u8,
-    /// Opened.
+    /// When it opened (the run's completion), in ms since the Unix epoch.
     pub created_at: Millis,
     /// First claimed or assigned.
     pub first_assigned_at: Option<Millis>,
@@ -167,7 +168,8 @@ pub struct Ticket {
     pub sla_breached: bool,
     /// Escalated by the SLA clock.
     pub escalated: bool,
-    /// State.
+    /// Where it stands: pending tickets are indexed under `P`, closed ones
+    /// under `O closed_at`.
     pub state: TicketState,
     /// Every verdict, in order.
     pub votes: Vec<Vote>,

@@ -17,7 +17,7 @@ pub enum WorkerStatus {
     Busy,
     /// Finishing its work before it stops.
     Draining,
-    /// Stopped.
+    /// Stopped, as reported by the worker itself (never inferred by the server).
     Offline,
 }
 
@@ -36,9 +36,9 @@ impl WorkerStatus {
 /// A worker's last known status, stored under `W id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
-    /// Worker id.
+    /// The id the worker gives itself (not its authenticated principal).
     pub id: String,
-    /// Status.
+    /// As last reported, or as leasing (`busy`) and finishing (`idle`) set it.
     pub status: WorkerStatus,
     /// The task it works on.
     pub current_task: Option<TaskId>,

@@ -14,7 +14,9 @@ impl Pipeline {
             detail: draft.detail.map(|d| crate::redact::redact(&d).into_owned()),
             ..draft
         };
-        let (_, c) = self.store.write(|txn| append(txn, draft))?;
+        // The audit record of a request refused below the free-space reserve is
+        // still written: the reserve keeps room for it.
+        let (_, c) = self.store.write_in_reserve(|txn| append(txn, draft))?;
         Ok(c)
     }
 

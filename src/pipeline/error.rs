@@ -27,15 +27,16 @@ pub enum PipelineError {
     Blocked {
         /// The policy id.
         policy: String,
-        /// The stage.
+        /// The stage it was blocked at (`input`, `tool` or `output`).
         stage: &'static str,
-        /// What happened.
+        /// The policy, the stage and what matched (a description, never the
+        /// matched text).
         message: String,
     },
     /// The caller is authenticated but may not do this to this object (403).
     #[error("{message}")]
     Forbidden {
-        /// Why.
+        /// Why, naming the object (a lease or ticket held by another principal…).
         message: String,
     },
     /// The request conflicts with the current state (409).

@@ -99,17 +99,18 @@ impl Pipeline {
         &self.traces
     }
 
-    /// The store.
+    /// The store, for work outside `commit`: durability waits, probes, the
+    /// audit log, closing.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// The configuration.
+    /// The configuration the server started with (not reloaded).
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The metrics.
+    /// The metrics registry (shared with the HTTP layer and the scrape).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

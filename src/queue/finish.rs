@@ -320,6 +320,8 @@ impl Pipeline {
             let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
             end_lease(txn, lease_id, now, "released")?;
             finish_run(txn, lease.run_id, now, RunOutcome::Released, None)?;
+            // A release is the worker stopping, not the task failing: give back
+            // the attempt the grant charged (`attempts` still counts the run).
             task.budget_used = task.budget_used.saturating_sub(1);
             let data = json!({"reason": "released", "lease_id": lease_id.to_string()});
             move_to(

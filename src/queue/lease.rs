@@ -40,7 +40,8 @@ pub struct LeaseRequest {
 /// One granted lease.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// The lease.
+    /// The new lease: every later call names its `id` and `token`; it lapses
+    /// at `deadline` unless a heartbeat extends it.
     pub lease: LeaseRecord,
     /// The task, now `running`.
     pub task: TaskRecord,
@@ -115,8 +116,8 @@ impl Pipeline {
     }
 
     /// Extends a lease by `extend` from now (not from the old deadline, so a
-    /// late heartbeat does not earn extra time); returns the new deadline in
-    /// Unix milliseconds.
+    /// late heartbeat does not earn extra time); returns the new deadline, in
+    /// milliseconds since the Unix epoch.
     pub async fn heartbeat(
         &self,
         lease_id: LeaseId,
@@ -220,6 +221,8 @@ fn grant_one(
     // The fencing token comes from one global, increasing sequence, so every
     // grant carries a token no earlier lease of the task ever had.
     let token = txn.next_sequence(keys::FENCE)?;
+    // The attempt is charged now, not when the run fails: a run that never
+    // reports back (its lease expires) must still use up an attempt.
     task.attempts += 1;
     task.budget_used += 1;
     task.runs.push(run_id);

@@ -36,6 +36,8 @@ impl Pipeline {
                     let mut expired = Vec::new();
                     for (deadline, lb) in &due {
                         let lease_id = LeaseId::from_bytes(*lb);
+                        // The entry goes whatever the lease says: either it is
+                        // stale (checked next) or `expire` ends the lease.
                         txn.delete(keys::deadline(*deadline, lb));
                         let Some(lease) = txn.get::<LeaseRecord>(&keys::lease(lb))? else {
                             continue;
@@ -81,6 +83,7 @@ impl Pipeline {
                                 eligible_at,
                                 reason,
                             } if eligible_at == at => reason.clone(),
+                            // Not the task's current schedule: a stale entry.
                             _ => {
                                 txn.delete(keys::scheduled(*at, tb));
                                 continue;
@@ -242,6 +245,9 @@ fn expire(
     lease_id: LeaseId,
     now: Millis,
 ) -> Result<(), PipelineError> {
+    // Lease, worker and run are closed first and unconditionally: an expired
+    // lease must never stay active. The task only moves below if this very
+    // lease still holds it.
     end_lease(txn, lease_id, now, "expired")?;
     crate::workers::worker_done(txn, &lease.worker, lease.task_id, now)?;
     finish_run(
@@ -257,6 +263,9 @@ fn expire(
     if task.state.lease().map(|l| l.lease_id) != Some(lease_id) {
         return Ok(());
     }
+    // `lease_expired` is appended before the move, so the cause gets the
+    // smaller event id: a stream sees it before `task_queued` or
+    // `task_dead_lettered`.
     let info = json!({
         "lease_id": lease_id.to_string(),
         "worker": lease.worker,
@@ -274,6 +283,7 @@ fn expire(
         },
     )?;
     task.last_error = Some(format!("lease {lease_id} held by {} expired", lease.worker));
+    // The expired run was charged when it was leased: `>=` means none is left.
     if task.budget_used >= task.max_attempts {
         let error = task.last_error.clone().unwrap_or_default();
         let data = json!({"error": error, "attempts": task.budget_used});

@@ -25,7 +25,8 @@ pub const SYSTEM: &str = "system";
 pub struct ClockReport {
     /// Claims that lapsed.
     pub claims_expired: usize,
-    /// Tickets escalated.
+    /// Tickets past their SLA on an `escalate` queue (flagged, and assigned
+    /// when `escalate_to` is set).
     pub escalated: usize,
     /// Tickets rejected by the clock.
     pub auto_rejected: usize,

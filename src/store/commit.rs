@@ -29,6 +29,8 @@ pub struct Durable {
     pub failed_through: u64,
     /// The last failure, for the error returned to its waiters.
     pub error: Option<Arc<str>>,
+    /// Successful commit rounds (flush + fdatasync) since the store opened.
+    pub rounds: u64,
 }
 
 /// Progress of applied (not yet durable) writes, set by the writer lock holder.
@@ -151,6 +153,7 @@ impl Round {
                 self.durable.send_modify(|d| {
                     d.seq = seq;
                     d.event_id = event_id;
+                    d.rounds += 1;
                 });
             }
             Err(e) => {

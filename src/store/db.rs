@@ -12,6 +12,7 @@ use super::commit::{Applied, Committer, Durable};
 use super::error::{sled_err, StoreError};
 use super::keys;
 use super::schema::{DATA_TREE, META_SCHEMA, META_TREE, RATELIMIT_TREE, SCHEMA_VERSION};
+use super::space::Reserve;
 use super::txn::Txn;
 use super::Durability;
 
@@ -28,6 +29,36 @@ impl Commit {
         std::cmp::max(self, other)
     }
 }
+
+/// How a store is opened (the `[store]` config section minus the path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How far an acknowledged write has travelled.
+    pub durability: Durability,
+    /// sled's page cache, in bytes (sled's own default is 1 GiB).
+    pub cache_bytes: u64,
+    /// Writes are refused while the file system has fewer free bytes than
+    /// this (0: never).
+    pub min_free_bytes: u64,
+}
+
+impl StoreOptions {
+    /// The defaults of `[store]`, with `durability`.
+    pub fn new(durability: Durability) -> StoreOptions {
+        StoreOptions {
+            durability,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
+    }
+}
+
+/// `store.cache_bytes`' default: enough for the hot part of a workstation's
+/// store (the ready index, recent tasks and events) without sled's 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `store.min_free_bytes`' default.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What the writer lock guards: counters advanced only by applied writes.
 struct WriterState {
@@ -47,6 +78,7 @@ struct Inner {
     applied: Arc<Applied>,
     committer: Option<Committer>,
     durable_tx: watch::Sender<Durable>,
+    reserve: Reserve,
 }
 
 /// A cheap, cloneable handle on the store.
@@ -64,14 +96,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir` with the default cache
+    /// and free-space reserve.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_with(dir, StoreOptions::new(durability))
+    }
+
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let durability = opts.durability;
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
             path: dir.to_path_buf(),
             source,
         })?;
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(opts.cache_bytes)
             .open()
             .map_err(sled_err("opening the database"))?;
         let data = db
@@ -118,6 +158,7 @@ impl Store {
                 applied,
                 committer,
                 durable_tx,
+                reserve: Reserve::new(dir.to_path_buf(), opts.min_free_bytes),
             }),
         })
     }
@@ -159,6 +200,21 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.inner.reserve.check()?;
+        self.write_in_reserve(f)
+    }
+
+    /// Like [`Store::write`], but not refused below the free-space reserve:
+    /// for the few small records that must exist even then, such as the audit
+    /// record of a request that was refused for want of space. The reserve is
+    /// there to leave room for exactly these.
+    pub fn write_in_reserve<T, E>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, E>,
+    ) -> Result<(T, Commit), E>
+    where
+        E: From<StoreError>,
+    {
         let inner = &*self.inner;
         let mut state = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut txn = Txn::new(&inner.data, state.last_event_id + 1, &mut state.ulids);
@@ -178,23 +234,32 @@ impl Store {
             .event_id
             .store(state.last_event_id, Ordering::Release);
         inner.applied.seq.store(state.seq, Ordering::Release);
-        match &inner.committer {
-            Some(c) => c.request(),
-            None => {
-                // Relaxed mode has no committer: an applied write counts as
-                // durable at once.
-                let (seq, event_id) = (state.seq, state.last_event_id);
-                inner.durable_tx.send_modify(|d| {
-                    d.seq = seq;
-                    d.event_id = event_id;
-                });
-            }
+        // No commit round is asked for here: the round starts when somebody
+        // waits (`wait_durable`). Inside a request the handler's writes and the
+        // audit record are all applied before the middleware waits, so one
+        // round (one flush, one fdatasync) covers the whole request instead of
+        // one round for the handler's write and a second for the audit record.
+        if inner.committer.is_none() {
+            // Relaxed mode has no committer: an applied write counts as
+            // durable at once.
+            let (seq, event_id) = (state.seq, state.last_event_id);
+            inner.durable_tx.send_modify(|d| {
+                d.seq = seq;
+                d.event_id = event_id;
+            });
         }
         Ok((out, commit))
     }
-    /// Waits until `commit` is on stable storage (at once in relaxed mode).
+
+    /// Waits until `commit` is on stable storage (at once in relaxed mode),
+    /// asking the committer for a round when none has covered it yet.
     pub async fn wait_durable(&self, commit: Commit) -> Result<(), StoreError> {
         let mut rx = self.inner.durable_tx.subscribe();
+        if let Some(c) = &self.inner.committer {
+            if rx.borrow().seq < commit.seq {
+                c.request();
+            }
+        }
         let d = rx
             .wait_for(|d| d.seq >= commit.seq || d.failed_through >= commit.seq)
             .await
@@ -305,6 +370,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), d).unwrap();
         (dir, s)
+    }
+
+    #[tokio::test]
+    async fn writes_applied_before_one_wait_share_one_commit_round() {
+        let (_d, s) = open(Durability::Sync);
+        // A handler's write and the request's audit record, then the wait.
+        let ((), a) = s.write(|t| t.put(b"a".to_vec(), &Thing(1))).unwrap();
+        let ((), b) = s.write(|t| t.put(b"b".to_vec(), &Thing(2))).unwrap();
+        // Applying asks for no round: nothing is durable until someone waits.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(s.durable().borrow().rounds, 0);
+        s.wait_durable(a.max(b)).await.unwrap();
+        assert_eq!(s.durable().borrow().rounds, 1);
+        // Waiting for a write that is already durable costs no round.
+        s.wait_durable(a).await.unwrap();
+        assert_eq!(s.durable().borrow().rounds, 1);
     }
 
     #[tokio::test]

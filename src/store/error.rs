@@ -39,6 +39,15 @@ pub enum StoreError {
     /// The commit round covering this write failed.
     #[error("commit failed: {0}")]
     Commit(Arc<str>),
+    /// The data directory's file system is below `store.min_free_bytes`:
+    /// the write was refused before it was applied (see `space`).
+    #[error("the data directory's file system has {free} bytes free, below the {reserve}-byte reserve (store.min_free_bytes); writes resume once space is freed")]
+    NoSpace {
+        /// Free bytes at the last reading.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// The committer has stopped (shutting down).
     #[error("store is closed")]
     Closed,

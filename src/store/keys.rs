@@ -31,15 +31,17 @@
 /// Id length in keys (ULIDs, big-endian so they sort by creation time).
 pub const ID_LEN: usize = 16;
 
-/// Task records.
+/// `T task-id` → `TaskRecord`: the task itself.
 pub const TASK: u8 = b'T';
-/// Run records.
+/// `R run-id` → `RunRecord`: one attempt, kept after the task ends.
 pub const RUN: u8 = b'R';
-/// Ready index.
+/// `Q queue 0x00 (9 − priority) eligible_at task-id` → empty: what leasing
+/// reads first is the next task to hand out.
 pub const READY: u8 = b'Q';
 /// Scheduled (delayed or backing-off) index.
 pub const SCHEDULED: u8 = b'S';
-/// Lease records.
+/// `L lease-id` → `LeaseRecord`, kept after the lease ends so that late
+/// calls are told it ended.
 pub const LEASE: u8 = b'L';
 /// Lease deadline index.
 pub const DEADLINE: u8 = b'D';
@@ -47,7 +49,8 @@ pub const DEADLINE: u8 = b'D';
 pub const EVENT: u8 = b'E';
 /// Events by task.
 pub const TASK_EVENT: u8 = b'X';
-/// Idempotency keys.
+/// `I principal 0x00 key` → `IdempotencyRecord`: keys are scoped per
+/// principal, so two callers cannot collide.
 pub const IDEMPOTENCY: u8 = b'I';
 /// Tasks by state.
 pub const STATE: u8 = b'Z';
@@ -57,17 +60,18 @@ pub const COUNT: u8 = b'C';
 pub const WORKER: u8 = b'W';
 /// The fencing-token sequence (a single key).
 pub const FENCE: &[u8] = b"F";
-/// Audit records.
+/// `A seq` → `AuditRecord`, seq big-endian so the chain reads in order.
 pub const AUDIT: u8 = b'A';
-/// Review tickets.
+/// `V ticket-id` → `Ticket`.
 pub const TICKET: u8 = b'V';
 /// Tickets of a task.
 pub const TASK_TICKET: u8 = b'K';
-/// Pending tickets.
+/// `P ticket-id` → empty: open, claimed or assigned tickets, the set the
+/// review clock walks.
 pub const PENDING_TICKET: u8 = b'P';
 /// Closed tickets by time.
 pub const CLOSED_TICKET: u8 = b'O';
-/// Guardrail decisions.
+/// `G task-id seq` → `StoredDecision`: a task's flags and blocks, in order.
 pub const GUARDRAIL: u8 = b'G';
 /// The guardrail decision sequence (a single key).
 pub const GUARDRAIL_SEQ: &[u8] = b"gS";

@@ -14,11 +14,12 @@ mod error;
 pub mod keys;
 mod read;
 mod schema;
+mod space;
 mod txn;
 
 pub use codec::{decode, encode, CodecError, Record};
 pub use commit::Durable;
-pub use db::{Commit, Store};
+pub use db::{Commit, Store, StoreOptions, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES};
 pub use durability::Durability;
 pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;

@@ -22,7 +22,8 @@ pub const LIST_SCAN_BUDGET: usize = 10_000;
 /// A submission with its request context.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    /// Who submits.
+    /// The authenticated principal: becomes `submitted_by` and scopes the
+    /// Idempotency-Key.
     pub principal: String,
     /// `Idempotency-Key` and the SHA-256 of the body.
     pub idempotency: Option<(String, [u8; 32])>,
@@ -68,6 +69,8 @@ impl Pipeline {
         let now = self.now();
         let decisions = self.screen_input(&s.task)?;
         self.commit(|txn, out| {
+            // Looked up inside the write (writes are serialised), so two
+            // submissions racing with one Idempotency-Key cannot both create.
             if let Some(task) = replayed(txn, &s)? {
                 return Ok(Submitted::Replayed(task));
             }
@@ -108,14 +111,14 @@ impl Pipeline {
         Ok(decisions)
     }
 
-    /// One task.
+    /// One task, read outside any write (`not_found` when unknown).
     pub fn task(&self, id: TaskId) -> Result<TaskRecord, PipelineError> {
         self.store
             .get(&keys::task(&id.to_bytes()))?
             .ok_or_else(|| PipelineError::not_found("task", id))
     }
 
-    /// One run.
+    /// One run, read outside any write (`not_found` when unknown).
     pub fn run(&self, id: RunId) -> Result<RunRecord, PipelineError> {
         self.store
             .get(&keys::run(&id.to_bytes()))?
@@ -270,6 +273,9 @@ impl Pipeline {
         self.commit(|txn, out| {
             let mut task = load_task(txn, id)?;
             let lease = task.state.lease().cloned();
+            // The ticket closes in the same write; left open it would stay in
+            // the pending set, and on the SLA clock, for a task that no longer
+            // waits for it.
             if task.state.kind() == StateKind::AwaitingReview {
                 self.cancel_ticket_of(txn, id, now)?;
             }

@@ -57,7 +57,7 @@ pub enum StepRequest {
     Name(String),
     /// An inline command.
     Inline {
-        /// Display name.
+        /// The step's name (it need not name a recipe).
         name: String,
         /// Program and arguments.
         argv: Vec<String>,
@@ -78,23 +78,24 @@ pub struct ReviewBody {
 /// A validated submission.
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    /// Queue.
+    /// The queue (`default` when the request named none).
     pub queue: QueueName,
-    /// Priority.
+    /// 0–9, higher leased first ([`DEFAULT_PRIORITY`] when absent).
     pub priority: u8,
     /// When it may first run (None: now).
     pub eligible_at: Option<Millis>,
-    /// Labels.
+    /// Labels, within `tasks.max_labels` and the key and value size limits.
     pub labels: BTreeMap<String, String>,
     /// Payload as JSON text.
     pub payload: String,
-    /// Steps.
+    /// Steps, in order; on an executor queue each named step is a recipe.
     pub steps: Vec<StepSpec>,
-    /// Attempts.
+    /// Attempts before dead-letter: 1 to `tasks.max_attempts_limit`.
     pub max_attempts: u32,
-    /// Review.
+    /// The review gate request (asking for approvals implies `required`).
     pub review: ReviewRequest,
-    /// Working directory.
+    /// Where the built-in executor runs the steps: a relative path without
+    /// `..`, joined to the workspace root.
     pub workdir: Option<String>,
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod client;
+mod disk_full;
 mod durability;
 mod executor;
 mod fixtures;

@@ -14,7 +14,7 @@ use super::export::Traces;
 /// A request's server span, from its start to the response.
 #[derive(Debug, Clone)]
 pub struct ServerSpan {
-    /// This span.
+    /// This span: the caller's trace id (or a new one) and a fresh span id.
     pub ctx: SpanCtx,
     /// The caller's span, when a valid `traceparent` came in.
     pub parent: Option<SpanCtx>,
