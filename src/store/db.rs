@@ -3,7 +3,7 @@
 //! atomic batch, durability waits, flushing and shutdown. Reads live in `read`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -79,6 +79,8 @@ struct Inner {
     committer: Option<Committer>,
     durable_tx: watch::Sender<Durable>,
     reserve: Reserve,
+    /// Tasks inside `wait_durable` right now.
+    waiting: AtomicUsize,
 }
 
 /// A cheap, cloneable handle on the store.
@@ -159,6 +161,7 @@ impl Store {
                 committer,
                 durable_tx,
                 reserve: Reserve::new(dir.to_path_buf(), opts.min_free_bytes),
+                waiting: AtomicUsize::new(0),
             }),
         })
     }
@@ -234,11 +237,19 @@ impl Store {
             .event_id
             .store(state.last_event_id, Ordering::Release);
         inner.applied.seq.store(state.seq, Ordering::Release);
-        // No commit round is asked for here: the round starts when somebody
-        // waits (`wait_durable`). Inside a request the handler's writes and the
-        // audit record are all applied before the middleware waits, so one
-        // round (one flush, one fdatasync) covers the whole request instead of
-        // one round for the handler's write and a second for the audit record.
+        // When to start a commit round. With nobody waiting (one client, an
+        // idle server) the round waits for the first waiter: inside a request
+        // the handler's writes and the audit record are all applied before the
+        // middleware waits, so one round (one flush, one fdatasync) covers the
+        // request, not one for the handler's write and one for the audit
+        // record. With others already waiting (many clients) the round starts
+        // now, so that the disk is kept busy: measured, waiting for a waiter
+        // there cost 14-18 % of the 64-client submit rate.
+        if let Some(c) = &inner.committer {
+            if inner.waiting.load(Ordering::Relaxed) > 0 {
+                c.request();
+            }
+        }
         if inner.committer.is_none() {
             // Relaxed mode has no committer: an applied write counts as
             // durable at once.
@@ -254,6 +265,15 @@ impl Store {
     /// Waits until `commit` is on stable storage (at once in relaxed mode),
     /// asking the committer for a round when none has covered it yet.
     pub async fn wait_durable(&self, commit: Commit) -> Result<(), StoreError> {
+        /// Counts this wait in `waiting` until it returns (or is dropped).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.inner.waiting);
         let mut rx = self.inner.durable_tx.subscribe();
         if let Some(c) = &self.inner.committer {
             if rx.borrow().seq < commit.seq {
