@@ -46,7 +46,16 @@ pub fn routes(
         .and(warp::get())
         .and(endpoint(api, &LIST_TASKS))
         .then(|c| serve(&LIST_TASKS, c, |c| async move { list_tasks(&c) }));
+    // `/api/v1/tasks/stream` is a route of its own (POST): its path is no
+    // task id, so a GET of it is 405 (with `Allow: POST`), not a 404 for a
+    // malformed id.
     let get = warp::path!("api" / "v1" / "tasks" / String)
+        .and_then(|id: String| async move {
+            match id.as_str() {
+                "stream" => Err(warp::reject::not_found()),
+                _ => Ok(id),
+            }
+        })
         .and(warp::get())
         .and(endpoint(api, &GET_TASK))
         .then(|id: String, c| serve(&GET_TASK, c, move |c| async move { get_task(&c, &id) }));

@@ -358,6 +358,9 @@ impl Authenticator {
 
     /// Verifies a bare token; returns its claims and roles.
     pub fn verify_token(&self, token: &str) -> Result<(Claims, RoleSet), AuthFailure> {
+        if lists_critical_extensions(token) {
+            return Err(AuthFailure::Malformed);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         let keys: Vec<&DecodingKey> = if header.alg == Algorithm::HS256 {
             self.hs.iter().map(|(_, d)| d).collect()
@@ -404,6 +407,23 @@ impl Authenticator {
         }
         Err(last)
     }
+}
+
+/// Whether the token's header has a `crit` member. RFC 7515 §4.1.11: a
+/// recipient that does not understand every extension `crit` lists must
+/// refuse the token, and forgeline understands none (jsonwebtoken's `Header`
+/// drops the member, so it is read from the raw header here). An unreadable
+/// header is left to `decode_header`, which refuses it as malformed.
+fn lists_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|h| h.get("crit").is_some())
 }
 
 fn classify(kind: &ErrorKind) -> AuthFailure {

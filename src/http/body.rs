@@ -58,19 +58,78 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; a JSON object is expected",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+    // serde_json keeps the last of two equal keys; docs/api.md promises a
+    // 422 instead (`{"status":"busy","status":"idle"}` means nothing), so the
+    // body is walked once for duplicates before it is read.
+    serde_json::from_slice::<UniqueKeys>(body)
+        .and_then(|_| serde_json::from_slice(body))
+        .map_err(|e| {
+            use serde_json::error::Category;
+            match e.classify() {
+                Category::Data => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+                }
+                Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("malformed JSON: {e}"),
+                ),
             }
-            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("malformed JSON: {e}"),
-            ),
+        })
+}
+
+/// A JSON document with no object holding the same key twice, at any depth
+/// (deserialising it checks that and keeps nothing).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {key:?} in a JSON object"
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
         }
-    })
+        Ok(UniqueKeys)
+    }
 }
 
 /// Parses a JSON body that may be empty (then `T::default()`).
@@ -115,6 +174,25 @@ mod tests {
         let e = parse_json::<T>(b"{\"n\":\"x\"}").unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.message.contains("invalid type"), "{}", e.message);
+    }
+
+    #[test]
+    fn duplicate_keys_at_any_depth_are_422() {
+        let e =
+            parse_json::<serde_json::Value>(br#"{"status":"busy","status":"idle"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            e.message.contains("duplicate key \"status\""),
+            "{}",
+            e.message
+        );
+        let nested = br#"{"payload":{"a":[{"k":1,"k":2}]}}"#;
+        assert_eq!(
+            parse_json::<serde_json::Value>(nested).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let fine = br#"{"a":{"k":1},"b":{"k":2},"c":[{"k":1},{"k":1}]}"#;
+        assert!(parse_json::<serde_json::Value>(fine).is_ok());
     }
 
     #[test]

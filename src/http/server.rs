@@ -122,7 +122,8 @@ where
                     .await
                     .0;
             }
-            finish(&mut resp, &request_id, notes.rate, started);
+            let path_405 = (status == 405).then(|| uri.split('?').next().unwrap_or_default());
+            finish(&mut resp, &request_id, notes.rate, started, path_405);
             if let Some((url_path, user_agent)) = &span_facts {
                 let facts = RequestFacts {
                     method,
@@ -268,13 +269,55 @@ fn audit_draft(
     }
 }
 
-/// Adds the request id, timing and rate-limit headers.
+/// RFC 9110 §15.5.6: a 405 lists the methods the resource does support, read
+/// from the route table (the same table the permission matrix is).
+fn allow(resp: &mut Response, path: &str) {
+    let matching: Vec<_> = crate::auth::matrix::ROUTES
+        .iter()
+        .filter(|r| template_matches(r.path, path))
+        .collect();
+    // A literal segment beats a `{name}` one, as in the router:
+    // `/api/v1/tasks/stream` is that route, not a task id.
+    let literals = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
+    let best = matching.iter().map(|r| literals(r.path)).max().unwrap_or(0);
+    let mut methods: Vec<&str> = matching
+        .iter()
+        .filter(|r| literals(r.path) == best)
+        .map(|r| r.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
+        resp.headers_mut().insert("allow", v);
+    }
+}
+
+/// Whether `path` is an instance of the route template `template` (a
+/// `{name}` segment stands for any one non-empty segment).
+fn template_matches(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') && !ps.is_empty() => {}
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Adds the request id, timing and rate-limit headers, and `Allow` to a 405
+/// (`path_405` is the request's path then).
 fn finish(
     resp: &mut Response,
     request_id: &str,
     rate: Option<crate::ratelimit::Decision>,
     started: Instant,
+    path_405: Option<&str>,
 ) {
+    if let Some(path) = path_405 {
+        allow(resp, path);
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);

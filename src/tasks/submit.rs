@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::clock::{parse_rfc3339, Millis};
+use crate::clock::{after, parse_rfc3339, Millis};
 use crate::config::{is_contained_relative, Config, TaskLimits};
 use crate::model::{QueueName, ReviewRequest, StepName, StepSpec};
 use crate::pipeline::PipelineError;
@@ -163,7 +163,10 @@ fn eligible_at(
             ))
         }
         (Some(t), None) => Some(parse_rfc3339(t).ok_or_else(|| {
-            PipelineError::invalid("run_at", format!("{t:?} is not an RFC 3339 time"))
+            PipelineError::invalid(
+                "run_at",
+                format!("{t:?} is not an RFC 3339 time between 1970 and 9999-12-31T23:59:59.999Z"),
+            )
         })?),
         (None, Some(d)) => {
             let d = humantime::parse_duration(d).map_err(|_| {
@@ -172,7 +175,12 @@ fn eligible_at(
                     format!("{d:?} is not a duration such as \"90s\" or \"10m\""),
                 )
             })?;
-            Some(now + d.as_millis() as u64)
+            Some(after(now, d).ok_or_else(|| {
+                PipelineError::invalid(
+                    "delay",
+                    "the delay ends after 9999-12-31T23:59:59.999Z, the latest time forgeline keeps",
+                )
+            })?)
         }
         (None, None) => None,
     };

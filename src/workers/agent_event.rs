@@ -243,7 +243,10 @@ fn take_timestamp(m: &mut Map<String, Value>) -> Result<Option<Millis>, ShapeErr
     match take_str(m, &["timestamp", "time", "ts"])? {
         None => Ok(None),
         Some(t) => Ok(Some(parse_rfc3339(&t).ok_or_else(|| {
-            err("timestamp", format!("{t:?} is not an RFC 3339 time"))
+            err(
+                "timestamp",
+                format!("{t:?} is not an RFC 3339 time between 1970 and 9999-12-31T23:59:59.999Z"),
+            )
         })?)),
     }
 }

@@ -48,6 +48,20 @@ async fn bad_requests_get_clear_errors_and_leave_the_store_unchanged() {
         (
             "POST",
             "/api/v1/tasks".into(),
+            br#"{"queue": "q", "queue": "other"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/workers/w1/status".into(),
+            br#"{"status": "busy", "status": "idle"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
             br#"{"priority": "high"}"#.to_vec(),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
@@ -252,4 +266,89 @@ async fn completing_a_cancelled_task_is_refused_and_the_task_stays_cancelled() {
         assert_eq!(r.status, StatusCode::CONFLICT, "{action}");
     }
     assert_eq!(app.task(id).await["state"], "cancelled");
+}
+
+#[tokio::test]
+async fn times_past_year_9999_get_a_422_and_an_audit_record_instead_of_no_answer() {
+    let app = spawn_app_with(|_| {}).await;
+    let api = app.api();
+    let cases = [
+        (json!({"queue": "q", "delay": "8000y"}), "delay"),
+        (
+            json!({"queue": "q", "run_at": "9999-12-31T23:59:59-12:00"}),
+            "run_at",
+        ),
+        (
+            json!({"queue": "q", "delay": "18446744073709551615ms"}),
+            "delay",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = api.submit(body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert_eq!(r.body["error"]["details"]["field"], field, "{}", r.text);
+    }
+    // The latest time forgeline keeps is still accepted.
+    let last = api
+        .submit(json!({"queue": "q", "run_at": "9999-12-31T23:59:59.999Z"}))
+        .await;
+    assert_eq!(last.status, StatusCode::CREATED, "{}", last.text);
+    assert_eq!(last.body["state"], "scheduled", "{}", last.text);
+
+    // A worker event stamped past year 9999 is refused the same way.
+    api.submit(json!({"queue": "w"})).await;
+    let lease = app.lease("w", "w1", 1).await.remove(0);
+    let r = api
+        .lease_events(
+            &lease,
+            json!([{"type": "agent_started", "timestamp": "9999-12-31T23:59:59-12:00"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+
+    // Every one of those requests was answered, so every one is audited.
+    let audit = api.audit("limit=500").await.body;
+    let refused = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == 422)
+        .count();
+    assert_eq!(refused, 4, "{audit:#}");
+}
+
+#[tokio::test]
+async fn a_405_says_which_methods_the_route_does_accept() {
+    let app = spawn_app_with(|_| {}).await;
+    let cases = [
+        ("DELETE", "/api/v1/tasks", "GET, POST"),
+        ("GET", "/api/v1/tasks/stream", "POST"),
+        ("PUT", "/api/v1/tasks/01ARZ3NDEKTSV4RRFFQ69G5FAV", "GET"),
+        ("POST", "/health/live", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let r = app.api().send(method, path, vec![]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.code(),
+            "method_not_allowed",
+            "{method} {path}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
 }

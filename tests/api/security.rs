@@ -43,6 +43,22 @@ fn hs(claims: &Value, secret: &[u8]) -> String {
     .unwrap()
 }
 
+/// An HS256 token whose header lists a critical extension (RFC 7515
+/// §4.1.11), signed correctly: only the `crit` member is wrong.
+fn hs_crit(claims: &Value, secret: &[u8]) -> String {
+    let header = b64(
+        &json!({"alg": "HS256", "typ": "JWT", "crit": ["x-forgeline-test"], "x-forgeline-test": 1}),
+    );
+    let signing_input = format!("{header}.{}", b64(claims));
+    let sig = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &EncodingKey::from_secret(secret),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{signing_input}.{sig}")
+}
+
 fn good_claims(roles: &[&str]) -> Value {
     json!({"sub": "mallory", "roles": roles, "exp": now() + 600, "iat": now()})
 }
@@ -309,6 +325,13 @@ async fn attacks_on_the_token_check_are_all_refused_with_a_generic_401() {
             )),
         ),
         ("malformed", Some("Bearer not-a-jwt".into())),
+        (
+            "validly signed, with a crit header forgeline does not understand",
+            Some(format!(
+                "Bearer {}",
+                hs_crit(&good_claims(&["observer"]), secret)
+            )),
+        ),
         ("empty bearer", Some("Bearer ".into())),
         (
             "alg none",
