@@ -12,7 +12,7 @@ pub enum BenchError {
     /// A request could not be sent or its answer not read.
     #[error("{what}: {source}")]
     Http {
-        /// The call.
+        /// Which call failed (`POST /api/v1/tasks`…), for the message.
         what: String,
         /// The transport error.
         source: reqwest::Error,
@@ -20,9 +20,9 @@ pub enum BenchError {
     /// The server answered with an unexpected status.
     #[error("{what}: HTTP {status}: {body}")]
     Status {
-        /// The call.
+        /// Which call failed, for the message.
         what: String,
-        /// The status.
+        /// The status the server answered instead of the expected one.
         status: StatusCode,
         /// The start of the body (the server's JSON error).
         body: String,
@@ -46,7 +46,7 @@ const POOL_PER_HOST: usize = super::MAX_CLIENTS;
 pub struct Leased {
     /// `lease_id`.
     pub lease_id: String,
-    /// Fencing token.
+    /// The lease's fencing token, sent back with the completion.
     pub token: u64,
     /// The task's payload (the bench puts its submit time there).
     pub payload: Value,

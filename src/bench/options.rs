@@ -7,7 +7,7 @@ use super::target::TargetOptions;
 /// What to measure and how hard.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// The server.
+    /// Which server: one the bench starts (and how), or `--url`.
     pub target: TargetOptions,
     /// Tasks per throughput measurement.
     pub tasks: u64,

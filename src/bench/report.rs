@@ -9,11 +9,11 @@ use serde::Serialize;
 /// Latency percentiles of one measurement, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Latency {
-    /// Median.
+    /// Median, in ms.
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
-    /// Slowest sample.
+    /// The slowest sample, in ms.
     pub max_ms: f64,
 }
 
@@ -87,7 +87,7 @@ pub struct TargetInfo {
 pub struct Report {
     /// Always `forgeline.bench.v1`.
     pub schema: &'static str,
-    /// The server.
+    /// The server measured: URL, spawned or not, durability, stored tasks.
     pub target: TargetInfo,
     /// CPUs the bench process could use (clients and a spawned server share them).
     pub cpus: usize,
@@ -103,7 +103,7 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     /// How `peak_rss_bytes` was obtained (`VmHWM` or `scraped`).
     pub peak_rss_source: Option<&'static str>,
-    /// The rows.
+    /// One row per measurement, in the order they ran.
     pub measurements: Vec<Measurement>,
     /// `/health/live` req/s of forgeline over a bare warp server's, same clients.
     pub health_vs_bare_warp: Option<f64>,

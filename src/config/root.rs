@@ -34,13 +34,13 @@ pub struct Config {
     /// Named step recipes (`[steps.NAME]`), the only commands the executor runs
     /// unless inline commands are enabled.
     pub steps: BTreeMap<String, StepRecipe>,
-    /// Event streams.
+    /// `[events]`: limits of SSE streams (batch size, idle timeout, length).
     pub events: EventsConfig,
-    /// Log output.
+    /// `[log]`: level, JSON or text, and the rotating log file.
     pub log: LogConfig,
-    /// Authentication.
+    /// `[auth]`: the JWT secret or public keys, issuer and audience, leeway.
     pub auth: AuthConfig,
-    /// Rate limits.
+    /// `[ratelimit]`: token buckets per principal and route class.
     pub ratelimit: RateLimitConfig,
     /// Audit log retention.
     pub audit: AuditConfig,

@@ -15,7 +15,7 @@ use crate::store::StoreError;
 /// An error response.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// Status.
+    /// The HTTP status (the `code` below says why, in more detail).
     pub status: StatusCode,
     /// Machine-readable code.
     pub code: &'static str,
@@ -39,7 +39,7 @@ impl ApiError {
         }
     }
 
-    /// Adds details.
+    /// Adds the `details` object (the field, policy or hash the error is about).
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

@@ -45,7 +45,7 @@ pub enum StoreError {
     NoSpace {
         /// Free bytes at the last reading.
         free: u64,
-        /// The reserve.
+        /// `store.min_free_bytes`.
         reserve: u64,
     },
     /// The committer has stopped (shutting down).
