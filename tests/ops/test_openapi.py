@@ -1098,9 +1098,9 @@ class OpenApiDocumentTest(unittest.TestCase):
                         self.assertIn("x-itemSchema", r["content"][media], f"{name} {status}")
 
     def test_event_types_are_the_code_s(self):
-        text = (REPO / "src" / "events" / "model.rs").read_text()
+        text = (REPO / "src" / "model" / "event.rs").read_text()
         kinds = re.findall(r'^\s*\w+ => "(\w+)",', text, re.M)
-        self.assertEqual(len(kinds), 20, "event kinds parsed from src/events/model.rs")
+        self.assertEqual(len(kinds), 20, "event kinds parsed from src/model/event.rs")
         enum = self.spec["components"]["schemas"]["EventType"]["enum"]
         self.assertEqual(enum, kinds)
 
