@@ -87,7 +87,17 @@ impl App {
             Pipeline::new(store, clock, config.clone(), Metrics::new(), stop.clone())
                 .with_traces(crate::telemetry::Traces::from_env()?),
         );
-        let requeued = pipeline.reconcile(pipeline.now()).await?;
+        let requeued = match pipeline.reconcile(pipeline.now()).await {
+            // Starting below the free-space reserve: serve reads and probes
+            // (readiness says not ready) rather than refuse to start; tasks
+            // whose lease has a deadline are still requeued by the reaper once
+            // writes are accepted, and the rest at the next start.
+            Err(PipelineError::Store(e @ StoreError::NoSpace { .. })) => {
+                tracing::error!(error = %e, "started without reconciling: below the free-space reserve");
+                0
+            }
+            r => r?,
+        };
         tracing::info!(
             requeued,
             data_dir = %config.store.data_dir.display(),

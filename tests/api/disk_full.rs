@@ -2,7 +2,8 @@
 //! `store.min_free_bytes` writes are refused fast with 503
 //! `store_unavailable` and `Retry-After` while liveness and reads keep
 //! answering; writes succeed again once space is freed, without a restart;
-//! SIGTERM still stops the server cleanly; and nothing acknowledged is lost.
+//! SIGTERM still stops the server cleanly and it starts again below the
+//! reserve; and nothing acknowledged is lost.
 //!
 //! Mounting needs root. Under `CI=true` its absence is a failure; elsewhere
 //! the test says why it did not run.
@@ -12,6 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::wait_until;
@@ -154,15 +156,46 @@ async fn a_full_disk_refuses_writes_fast_and_recovers_without_a_restart() {
     )
     .await;
 
-    // SIGTERM still stops it cleanly, and every acknowledged task is there.
+    // A task whose lease runs out while the server is down: the next start
+    // wants to requeue it, which is a write.
+    api.submit(json!({"queue": "held"}))
+        .await
+        .expect(StatusCode::CREATED);
+    let held = api
+        .lease_for("held", "w1", 1, 0, 100)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(held["leases"].as_array().map(Vec::len), Some(1), "{held}");
+
+    // Full again: SIGTERM still stops it cleanly, and it starts again below
+    // the reserve, serving reads and probes while refusing writes.
+    fill(&fs, &filler, reserve - 1024 * 1024);
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}");
+    // Real time must pass for the 100 ms lease to run out.
+    std::thread::sleep(Duration::from_millis(300));
     let server = ServerProcess::start_with_env(&data, &[], &env);
+    let api = server.api().clone();
+    assert_eq!(api.health("live").await.status, 200);
+    assert!(
+        server.log_text().contains("started without reconciling"),
+        "the requeue of the expired lease was put off, not the start: {}",
+        server.log_text()
+    );
+    let r = api.submit(json!({"queue": "full"})).await;
+    assert_eq!(r.status, 503, "{}", r.text);
     for id in &acked {
-        let r = server.api().task(id).await;
+        let r = api.task(id).await;
         assert_eq!(r.status, 200, "acknowledged task {id} is lost: {}", r.text);
     }
+    std::fs::remove_file(&filler).unwrap();
+    wait_until(
+        "a submit is accepted after the restart once space was freed",
+        Duration::from_secs(10),
+        async || api.submit(json!({"queue": "full"})).await.status == 201,
+    )
+    .await;
     drop(server);
 }
