@@ -156,13 +156,14 @@ async fn a_full_disk_refuses_writes_fast_and_recovers_without_a_restart() {
     )
     .await;
 
-    // A task whose lease runs out while the server is down: the next start
-    // wants to requeue it, which is a write.
+    // A task whose lease runs out while the disk is full: the next start
+    // wants to requeue it, which is a write. (Long enough that the reaper
+    // cannot requeue it before the disk is filled just below.)
     api.submit(json!({"queue": "held"}))
         .await
         .expect(StatusCode::CREATED);
     let held = api
-        .lease_for("held", "w1", 1, 0, 100)
+        .lease_for("held", "w1", 1, 0, 2_000)
         .await
         .expect(StatusCode::OK);
     assert_eq!(held["leases"].as_array().map(Vec::len), Some(1), "{held}");
@@ -174,8 +175,8 @@ async fn a_full_disk_refuses_writes_fast_and_recovers_without_a_restart() {
         .await
         .unwrap();
     assert!(status.success(), "exit status {status}");
-    // Real time must pass for the 100 ms lease to run out.
-    std::thread::sleep(Duration::from_millis(300));
+    // Real time must pass for the 2 s lease to run out.
+    std::thread::sleep(Duration::from_millis(2_200));
     let server = ServerProcess::start_with_env(&data, &[], &env);
     let api = server.api().clone();
     assert_eq!(api.health("live").await.status, 200);
