@@ -358,10 +358,7 @@ impl Authenticator {
 
     /// Verifies a bare token; returns its claims and roles.
     pub fn verify_token(&self, token: &str) -> Result<(Claims, RoleSet), AuthFailure> {
-        if lists_critical_extensions(token) {
-            return Err(AuthFailure::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        let header = read_header(token)?;
         let keys: Vec<&DecodingKey> = if header.alg == Algorithm::HS256 {
             self.hs.iter().map(|(_, d)| d).collect()
         } else {
@@ -409,21 +406,23 @@ impl Authenticator {
     }
 }
 
-/// Whether the token's header has a `crit` member. RFC 7515 §4.1.11: a
-/// recipient that does not understand every extension `crit` lists must
-/// refuse the token, and forgeline understands none (jsonwebtoken's `Header`
-/// drops the member, so it is read from the raw header here). An unreadable
-/// header is left to `decode_header`, which refuses it as malformed.
-fn lists_critical_extensions(token: &str) -> bool {
+/// The token's header, read once: base64url, then JSON. A header with a
+/// `crit` member is refused (RFC 7515 §4.1.11: a recipient that does not
+/// understand every extension it lists must refuse the token, and forgeline
+/// understands none); jsonwebtoken's `Header` would drop the member, so it is
+/// looked for in the JSON before the header is typed.
+fn read_header(token: &str) -> Result<Header, AuthFailure> {
     use base64::Engine as _;
-    let Some(header) = token.split('.').next() else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
+    let raw = token.split('.').next().unwrap_or_default();
+    let json: serde_json::Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|h| h.get("crit").is_some())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(AuthFailure::Malformed)?;
+    if json.get("crit").is_some() {
+        return Err(AuthFailure::Malformed);
+    }
+    serde_json::from_value(json).map_err(|_| AuthFailure::Malformed)
 }
 
 fn classify(kind: &ErrorKind) -> AuthFailure {
