@@ -209,8 +209,17 @@ impl App {
         self.health.executor_workers.store(0, Ordering::Release);
         let _ = timers.await;
         let _ = pruner.await;
-        if let Err(e) = p.store().close() {
-            tracing::error!(error = %e, "final store flush failed");
+        // The last commit round may be stuck on a disk that does not answer:
+        // wait for it no longer than what is left of the drain time (at least
+        // a second), then exit; what it held was never acknowledged.
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_secs(1));
+        let store = p.store().clone();
+        match tokio::task::spawn_blocking(move || store.close_within(left)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
+            Err(e) => tracing::error!(error = %e, "final store flush panicked"),
         }
         let exporter = p.clone();
         // The exporter's flush blocks (HTTP or gRPC round trips).

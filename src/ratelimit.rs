@@ -1,12 +1,14 @@
-//! Token buckets per (principal, route class), kept in sled.
+//! Token buckets per (principal, route class), kept in the store.
 //!
-//! Each check is one atomic read-modify-write of a 17-byte value in the
-//! `ratelimit` tree (`update_and_fetch`), so concurrent requests of one
-//! principal cannot both take the last token. The tree is not flushed per
-//! request: it rides on sled's 500 ms background flush and on the commit
-//! rounds of other writes. After a crash a principal may therefore get back
-//! at most the tokens it spent in the last half second or so; a clean restart
-//! loses nothing (the store is flushed at shutdown). No one gets a fresh burst.
+//! Each check is one atomic read-modify-write of a 17-byte bucket state
+//! (`Store::update_bucket`), so concurrent requests of one principal cannot
+//! both take the last token. The update happens in memory; the store's commit
+//! thread persists changed buckets to the `ratelimit` tree at every commit
+//! round and at least every half second, so a request never waits on the disk
+//! for its rate limit. After a crash a principal may therefore get back at
+//! most the tokens it spent in the last half second or so; a clean restart
+//! loses nothing (the store persists them at shutdown). No one gets a fresh
+//! burst.
 
 use std::sync::Arc;
 

@@ -4,6 +4,7 @@
 //! pipeline; the domains never see warp, HTTP or JSON views.
 
 mod audit;
+mod batch;
 mod events;
 pub mod openapi;
 mod queue;
@@ -58,6 +59,8 @@ pub fn router(
         .or(openapi::routes())
         .unify()
         .or(tasks::routes(&api))
+        .unify()
+        .or(batch::routes(&api))
         .unify()
         .or(queue::routes(&api))
         .unify()

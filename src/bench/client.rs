@@ -181,6 +181,29 @@ impl BenchClient {
         self.send(what, rb, StatusCode::OK).await.map(drop)
     }
 
+    /// `POST /api/v1/leases/complete`: every lease of a batch in one call;
+    /// each item must have completed.
+    pub async fn complete_many(&self, leases: &[Leased]) -> Result<(), BenchError> {
+        let what = "POST /api/v1/leases/complete";
+        let items: Vec<Value> = leases
+            .iter()
+            .map(|l| json!({"lease_id": l.lease_id, "token": l.token}))
+            .collect();
+        let rb = self
+            .request(reqwest::Method::POST, "/api/v1/leases/complete")
+            .json(&json!({ "items": items }));
+        let body = self.send(what, rb, StatusCode::OK).await?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| BenchError::Protocol(format!("{what}: {e}")))?;
+        let results = v["results"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if results.len() != leases.len() || results.iter().any(|r| r["status"] != 200) {
+            return Err(BenchError::Protocol(format!(
+                "{what}: not every item completed: {v}"
+            )));
+        }
+        Ok(())
+    }
+
     /// A `GET` that must answer 200; returns the body.
     pub async fn get(&self, path: &str) -> Result<bytes::Bytes, BenchError> {
         let rb = self.request(reqwest::Method::GET, path);

@@ -134,16 +134,24 @@ pub(super) async fn submit(
 
 /// No-op tasks through the whole worker protocol: submitters and lessees run
 /// at once; a task counts when its `complete` is acknowledged. Latency is
-/// from the submit being sent to the completion being acknowledged.
+/// from the submit being sent to the completion being acknowledged. With
+/// `batched`, a worker completes each leased batch in one
+/// `POST /api/v1/leases/complete` instead of a call per lease.
 pub(super) async fn end_to_end(
     client: &BenchClient,
     progress: &Progress,
     opts: &BenchOptions,
+    batched: bool,
 ) -> Result<Measurement, BenchError> {
     let n = opts.tasks;
+    let how = if batched {
+        "batched completes"
+    } else {
+        "complete"
+    };
     let tick = progress.phase(
         format!(
-            "submit → lease → complete, {} submitters, {} workers",
+            "submit → lease → {how}, {} submitters, {} workers",
             opts.e2e_clients, opts.e2e_workers
         ),
         n,
@@ -165,7 +173,7 @@ pub(super) async fn end_to_end(
         let (c, shared, tick) = (client.clone(), shared.clone(), tick.clone());
         let batch = opts.lease_batch;
         workers.spawn(async move {
-            e2e_worker(c, format!("bench-worker-{w}"), batch, shared, tick).await
+            e2e_worker(c, format!("bench-worker-{w}"), batch, batched, shared, tick).await
         });
     }
     let next = Arc::new(AtomicU64::new(0));
@@ -198,17 +206,30 @@ pub(super) async fn end_to_end(
     let end = shared.finished.get().copied().unwrap_or_else(Instant::now);
     let started = begun.get().copied().unwrap_or(epoch);
     let seconds = end.saturating_duration_since(started).as_secs_f64();
-    let mut samples = std::mem::take(&mut *shared.latencies.lock().expect("not poisoned"));
-    Ok(Measurement {
-        name: "e2e",
-        title: "no-op tasks/s, submit → lease → complete".into(),
+    let samples = std::mem::take(&mut *shared.latencies.lock().expect("not poisoned"));
+    Ok(e2e_measurement(opts, batched, samples, seconds))
+}
+
+fn e2e_measurement(
+    opts: &BenchOptions,
+    batched: bool,
+    mut samples: Samples,
+    seconds: f64,
+) -> Measurement {
+    Measurement {
+        name: if batched { "e2e_batched" } else { "e2e" },
+        title: if batched {
+            "no-op tasks/s, batched completes".into()
+        } else {
+            "no-op tasks/s, submit → lease → complete".into()
+        },
         clients: opts.e2e_clients,
         workers: Some(opts.e2e_workers),
         count: samples.len() as u64,
         seconds,
         per_second: Some(samples.len() as f64 / seconds.max(1e-9)),
         latency: Latency::of(&mut samples),
-    })
+    }
 }
 
 /// What the end-to-end workers share: the run's id (tasks of another run
@@ -230,16 +251,25 @@ async fn e2e_worker(
     c: BenchClient,
     worker: String,
     batch: usize,
+    batched: bool,
     s: E2eShared,
     tick: Tick,
 ) -> Result<(), BenchError> {
     while s.done.load(Ordering::Relaxed) < s.n {
         let leases = c.lease(E2E_QUEUE, &worker, batch, E2E_WAIT_MS).await?;
-        let completions = leases.into_iter().map(|l: Leased| {
-            let c = c.clone();
-            async move { c.complete(&l).await.map(|()| l) }
-        });
-        for l in futures_util::future::try_join_all(completions).await? {
+        let done = if batched {
+            if !leases.is_empty() {
+                c.complete_many(&leases).await?;
+            }
+            leases
+        } else {
+            let completions = leases.into_iter().map(|l: Leased| {
+                let c = c.clone();
+                async move { c.complete(&l).await.map(|()| l) }
+            });
+            futures_util::future::try_join_all(completions).await?
+        };
+        for l in done {
             if l.payload["run"] != s.run_id.as_str() {
                 continue;
             }

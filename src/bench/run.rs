@@ -143,7 +143,8 @@ async fn measure(
         let m = submit(&client, progress, &submit_title, clients, opts.tasks).await?;
         measurements.push(m);
     }
-    measurements.push(end_to_end(&client, progress, opts).await?);
+    measurements.push(end_to_end(&client, progress, opts, false).await?);
+    measurements.push(end_to_end(&client, progress, opts, true).await?);
     measurements.push(pickup(&client, progress, opts.pickup_samples).await?);
     let (health, health_vs_bare_warp) = health_phases(&client, progress, opts).await?;
     measurements.extend(health);

@@ -129,8 +129,9 @@ impl From<PipelineError> for ApiError {
             PipelineError::StaleLease { message } => {
                 ApiError::new(StatusCode::CONFLICT, "stale_lease", message)
             }
-            PipelineError::Store(e @ StoreError::NoSpace { .. }) => {
-                // Logged once per crossing by the store, not per request.
+            PipelineError::Store(e @ (StoreError::NoSpace { .. } | StoreError::Stalled { .. })) => {
+                // Logged by the store (a reserve crossing, a stalled round),
+                // not per request.
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

@@ -183,6 +183,8 @@ struct Facts<'a> {
 /// mutating request, every 401 and 403) joins them, and one commit round makes
 /// all of it durable before the response leaves. A failed round turns the
 /// answer into a 503: nothing is acknowledged that is not on stable storage.
+/// The one exception is a request that wrote nothing while the store is
+/// stalled: its audit record is not waited for (see below).
 async fn make_durable(
     p: &Pipeline,
     deferred: Option<Commit>,
@@ -204,6 +206,12 @@ async fn make_durable(
                 tracing::error!(error = %e, request_id, "audit record could not be written")
             }
         }
+    }
+    // A request that wrote nothing, answered while the disk is stalled (a
+    // refusal, most likely), is not held until the disk answers again: its
+    // audit record is applied and becomes durable with the next round.
+    if deferred.is_none() && p.store().stalled() {
+        return None;
     }
     let c = pending?;
     let e = p.store().wait_durable(c).await.err()?;

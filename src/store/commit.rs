@@ -1,4 +1,11 @@
-//! Group commit: one thread makes every applied write durable, many at a time.
+//! Group commit: one thread applies every pending write to sled as one batch
+//! and makes it durable, many writes at a time.
+//!
+//! A round takes the pending group (see `layers`), applies it with one
+//! `apply_batch`, then (in `sync` durability) flushes and syncs, and
+//! publishes how far writes are durable (in `relaxed`, applied). The
+//! tokio workers never call into sled's write path: a disk that stalls stalls
+//! this thread, and writers see it as a round that does not end.
 //!
 //! Why not `flush_async`: in sled 0.34.7 it deadlocks with 8 or more concurrent
 //! callers (spacejam/sled#1308). Why not `flush` alone: it ends in
@@ -13,10 +20,57 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use super::error::StoreError;
+use super::layers::Layers;
+
+/// What the writer lock guards: counters advanced only by written
+/// transactions (and rewound by a failed round).
+pub(crate) struct WriterState {
+    pub seq: u64,
+    pub last_event_id: u64,
+    pub ulids: ulid::Generator,
+}
+
+impl WriterState {
+    pub fn new(last_event_id: u64) -> WriterState {
+        WriterState {
+            seq: 0,
+            last_event_id,
+            ulids: ulid::Generator::new(),
+        }
+    }
+}
+
+/// A commit round running longer than this counts as stalled: new writes are
+/// refused (503 `store_unavailable`) until it ends, instead of piling up in
+/// memory behind a disk that does not answer.
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+
+/// Refuses a write while a commit round has run for longer than
+/// [`STALL_AFTER`] (`round_began_ms`: ms since `epoch` plus one, 0: none).
+pub(crate) fn check_not_stalled(
+    round_began_ms: &AtomicU64,
+    epoch: Instant,
+) -> Result<(), StoreError> {
+    let began = round_began_ms.load(Ordering::Acquire);
+    if began == 0 {
+        return Ok(());
+    }
+    let running =
+        Duration::from_millis((epoch.elapsed().as_millis() as u64).saturating_sub(began - 1));
+    if running > STALL_AFTER {
+        return Err(StoreError::Stalled {
+            secs: running.as_secs(),
+        });
+    }
+    Ok(())
+}
 
 /// How far writes are durable; published after each commit round.
 #[derive(Debug, Clone, Default)]
@@ -33,11 +87,19 @@ pub struct Durable {
     pub rounds: u64,
 }
 
-/// Progress of applied (not yet durable) writes, set by the writer lock holder.
-#[derive(Debug, Default)]
-pub(crate) struct Applied {
-    pub seq: AtomicU64,
-    pub event_id: AtomicU64,
+/// What a round needs of the store: the tree it applies to, the groups it
+/// takes from, and the writer state it rewinds when a group fails.
+pub(crate) struct Target {
+    pub data: sled::Tree,
+    pub layers: Arc<RwLock<Layers>>,
+    pub writer: Arc<Mutex<WriterState>>,
+    /// Rate-limit buckets, persisted after every round.
+    pub buckets: Arc<super::buckets::Buckets>,
+    /// Whether rounds flush and sync (`durability = "sync"`).
+    pub sync: bool,
+    /// When the running round began (ms since `epoch`; 0: none running).
+    pub round_began_ms: Arc<AtomicU64>,
+    pub epoch: Instant,
 }
 
 #[derive(Default)]
@@ -50,6 +112,8 @@ struct Signal {
 pub(crate) struct Committer {
     signal: Arc<(Mutex<Signal>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Receives once when the thread has run its last round.
+    done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Committer {
@@ -57,7 +121,7 @@ impl Committer {
     pub fn start(
         db: sled::Db,
         dir: &Path,
-        applied: Arc<Applied>,
+        target: Target,
         durable: watch::Sender<Durable>,
     ) -> std::io::Result<Committer> {
         let log = File::open(dir.join("db"))?;
@@ -67,16 +131,21 @@ impl Committer {
             log,
             blobs: dir.join("blobs"),
             synced_blobs: HashSet::new(),
-            applied,
+            target,
             durable,
         };
         let thread_signal = signal.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("forgeline-commit".into())
-            .spawn(move || round.run(&thread_signal))?;
+            .spawn(move || {
+                round.run(&thread_signal);
+                let _ = done_tx.send(());
+            })?;
         Ok(Committer {
             signal,
             thread: Mutex::new(Some(thread)),
+            done: Mutex::new(Some(done_rx)),
         })
     }
 
@@ -90,8 +159,10 @@ impl Committer {
         }
     }
 
-    /// Runs a last round and stops the thread.
-    pub fn stop(&self) {
+    /// Runs a last round and stops the thread, waiting at most `timeout` for
+    /// it (a round stuck on a stalled disk must not hold up the process's
+    /// exit). Returns whether the thread finished.
+    pub fn stop(&self, timeout: Duration) -> bool {
         {
             let (lock, cv) = &*self.signal;
             let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -99,16 +170,29 @@ impl Committer {
             s.stop = true;
             cv.notify_one();
         }
-        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let finished = match done {
+            Some(rx) => rx.recv_timeout(timeout).is_ok(),
+            // Stopped before: finished if the thread was joined.
+            None => self
+                .thread
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none(),
+        };
+        if finished {
+            let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
         }
+        finished
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(Duration::from_secs(30));
     }
 }
 
@@ -117,7 +201,7 @@ struct Round {
     log: File,
     blobs: PathBuf,
     synced_blobs: HashSet<OsString>,
-    applied: Arc<Applied>,
+    target: Target,
     durable: watch::Sender<Durable>,
 }
 
@@ -127,13 +211,34 @@ impl Round {
         loop {
             let stop = {
                 let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
-                while !s.pending && !s.stop {
-                    s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                if !s.pending && !s.stop {
+                    // Wakes at least every PERSIST_EVERY for the buckets.
+                    s = cv
+                        .wait_timeout(s, super::buckets::PERSIST_EVERY)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 s.pending = false;
                 s.stop
             };
+            // Both the round and the buckets' persist write to sled, and
+            // either can be the one stuck on a stalled disk.
+            let t = &self.target;
+            t.round_began_ms
+                .store(t.epoch.elapsed().as_millis() as u64 + 1, Ordering::Release);
             self.commit_once();
+            if let Err(e) = self.target.buckets.persist() {
+                tracing::error!(error = %e, "persisting rate-limit buckets failed; they stay in memory");
+            }
+            let t = &self.target;
+            let began = t.round_began_ms.swap(0, Ordering::AcqRel);
+            let took = (t.epoch.elapsed().as_millis() as u64).saturating_sub(began - 1);
+            if Duration::from_millis(took) > STALL_AFTER {
+                tracing::warn!(
+                    took_ms = took,
+                    "a store commit round took {took} ms; writes were refused with 503 while it ran"
+                );
+            }
             if stop {
                 return;
             }
@@ -141,14 +246,26 @@ impl Round {
     }
 
     fn commit_once(&mut self) {
-        // Read the watermark before flushing: everything applied up to here is
-        // in sled's buffers and will be covered by this flush.
-        let seq = self.applied.seq.load(Ordering::Acquire);
-        let event_id = self.applied.event_id.load(Ordering::Acquire);
-        if seq <= self.durable.borrow().seq {
-            return;
-        }
-        match self.flush_and_sync() {
+        let t = &self.target;
+        // Take the pending group; it stays readable as `applying` until sled
+        // has it.
+        let (group, seq, event_id) = {
+            let mut l = t.layers.write().unwrap_or_else(|e| e.into_inner());
+            if l.pending_seq <= self.durable.borrow().seq && l.pending.is_empty() {
+                return;
+            }
+            let group = Arc::new(std::mem::take(&mut l.pending));
+            l.applying = Some(group.clone());
+            (group, l.pending_seq, l.pending_event_id)
+        };
+        let result = self.apply(&group).and_then(|()| {
+            if self.target.sync {
+                self.flush_and_sync()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
             Ok(()) => {
                 self.durable.send_modify(|d| {
                     d.seq = seq;
@@ -156,15 +273,62 @@ impl Round {
                     d.rounds += 1;
                 });
             }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed; acknowledged writes are refused until it succeeds");
-                let msg: Arc<str> = Arc::from(e.to_string());
-                self.durable.send_modify(|d| {
-                    d.failed_through = seq;
-                    d.error = Some(msg);
-                });
+            Err(e) => self.fail(seq, &e),
+        }
+    }
+
+    /// Applies a group as one atomic sled batch, then drops it from the
+    /// layers (readers find it in sled from here on).
+    fn apply(&self, group: &Arc<super::layers::Overlay>) -> std::io::Result<()> {
+        if !group.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in group.iter() {
+                match v {
+                    Some(v) => batch.insert(k.as_slice(), v.clone()),
+                    None => batch.remove(k.as_slice()),
+                }
+            }
+            if let Err(e) = self.target.data.apply_batch(batch) {
+                return Err(std::io::Error::other(e));
             }
         }
+        let mut l = self
+            .target
+            .layers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        l.applying = None;
+        Ok(())
+    }
+
+    /// A failed round: its writers (and every write pending behind it, which
+    /// may have read what it wrote) get the error, the groups are dropped, and
+    /// the event counter goes back to the last durable event, so a failed
+    /// write leaves no gap in event ids.
+    fn fail(&self, seq: u64, e: &std::io::Error) {
+        tracing::error!(error = %e, "store commit failed; acknowledged writes are refused until it succeeds");
+        let msg: Arc<str> = Arc::from(e.to_string());
+        let mut w = self.target.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self
+            .target
+            .layers
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let durable_event = self.durable.borrow().event_id;
+        let applied = l.applying.is_none();
+        if !applied {
+            // The batch never reached sled: forget it, and what was written
+            // on top of it.
+            l.applying = None;
+            l.pending.clear();
+            w.last_event_id = durable_event;
+            l.pending_event_id = durable_event;
+        }
+        let through = if applied { seq } else { w.seq };
+        self.durable.send_modify(|d| {
+            d.failed_through = d.failed_through.max(through);
+            d.error = Some(msg);
+        });
     }
 
     fn flush_and_sync(&mut self) -> std::io::Result<()> {

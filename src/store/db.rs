@@ -3,14 +3,17 @@
 //! atomic batch, durability waits, flushing and shutdown. Reads live in `read`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::commit::{Applied, Committer, Durable};
+use super::buckets::Buckets;
+use super::commit::{Committer, Durable, Target, WriterState};
 use super::error::{sled_err, StoreError};
 use super::keys;
+use super::layers::Layers;
 use super::schema::{DATA_TREE, META_SCHEMA, META_TREE, RATELIMIT_TREE, SCHEMA_VERSION};
 use super::space::Reserve;
 use super::txn::Txn;
@@ -60,27 +63,26 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// `store.min_free_bytes`' default.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// What the writer lock guards: counters advanced only by applied writes.
-struct WriterState {
-    seq: u64,
-    last_event_id: u64,
-    ulids: ulid::Generator,
-}
+/// A pending group this large asks for a round even when nobody waits.
+const PENDING_ROUND_KEYS: usize = 4096;
 
 struct Inner {
     db: sled::Db,
     data: sled::Tree,
     meta: sled::Tree,
-    ratelimit: sled::Tree,
+    buckets: Arc<Buckets>,
     dir: PathBuf,
     durability: Durability,
-    writer: Mutex<WriterState>,
-    applied: Arc<Applied>,
-    committer: Option<Committer>,
+    writer: Arc<Mutex<WriterState>>,
+    layers: Arc<RwLock<Layers>>,
+    committer: Committer,
     durable_tx: watch::Sender<Durable>,
     reserve: Reserve,
     /// Tasks inside `wait_durable` right now.
     waiting: AtomicUsize,
+    /// When the running commit round began (ms since `epoch`, 0: none).
+    round_began_ms: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 /// A cheap, cloneable handle on the store.
@@ -119,49 +121,58 @@ impl Store {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(sled_err("opening the data tree"))?;
-        let ratelimit = db
-            .open_tree(RATELIMIT_TREE)
-            .map_err(sled_err("opening the rate-limit tree"))?;
+        let buckets = Arc::new(Buckets::new(
+            db.open_tree(RATELIMIT_TREE)
+                .map_err(sled_err("opening the rate-limit tree"))?,
+        ));
         let meta = db
             .open_tree(META_TREE)
             .map_err(sled_err("opening the meta tree"))?;
         check_schema(&meta)?;
         let last_event_id = last_event_id(&data)?;
-        let applied = Arc::new(Applied::default());
-        applied.event_id.store(last_event_id, Ordering::Release);
         let (durable_tx, _) = watch::channel(Durable {
             event_id: last_event_id,
             ..Durable::default()
         });
-        let committer = match durability {
-            Durability::Sync => Some(
-                Committer::start(db.clone(), dir, applied.clone(), durable_tx.clone()).map_err(
-                    |source| StoreError::Open {
-                        path: dir.to_path_buf(),
-                        source,
-                    },
-                )?,
-            ),
-            Durability::Relaxed => None,
+        let writer = Arc::new(Mutex::new(WriterState::new(last_event_id)));
+        let layers = Arc::new(RwLock::new(Layers {
+            pending_event_id: last_event_id,
+            ..Layers::default()
+        }));
+        let round_began_ms = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+        let target = Target {
+            data: data.clone(),
+            layers: layers.clone(),
+            writer: writer.clone(),
+            buckets: buckets.clone(),
+            sync: durability == Durability::Sync,
+            round_began_ms: round_began_ms.clone(),
+            epoch,
         };
+        let committer =
+            Committer::start(db.clone(), dir, target, durable_tx.clone()).map_err(|source| {
+                StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 data,
                 meta,
-                ratelimit,
+                buckets,
                 dir: dir.to_path_buf(),
                 durability,
-                writer: Mutex::new(WriterState {
-                    seq: 0,
-                    last_event_id,
-                    ulids: ulid::Generator::new(),
-                }),
-                applied,
+                writer,
+                layers,
                 committer,
                 durable_tx,
                 reserve: Reserve::new(dir.to_path_buf(), opts.min_free_bytes),
                 waiting: AtomicUsize::new(0),
+                round_began_ms,
+                epoch,
             }),
         })
     }
@@ -189,9 +200,14 @@ impl Store {
         &self.inner.data
     }
 
-    /// The rate-limit tree, for `update_bucket` in `read`.
-    pub(super) fn ratelimit_tree(&self) -> &sled::Tree {
-        &self.inner.ratelimit
+    /// The write groups, for the reads in `read`.
+    pub(super) fn layers(&self) -> &RwLock<Layers> {
+        &self.inner.layers
+    }
+
+    /// The rate-limit buckets, for `update_bucket` in `read`.
+    pub(super) fn buckets(&self) -> &Buckets {
+        &self.inner.buckets
     }
 
     /// Runs `f` under the writer lock and applies what it wrote as one atomic
@@ -204,7 +220,13 @@ impl Store {
         E: From<StoreError>,
     {
         self.inner.reserve.check()?;
+        super::commit::check_not_stalled(&self.inner.round_began_ms, self.inner.epoch)?;
         self.write_in_reserve(f)
+    }
+
+    /// Whether a commit round has run for over [`STALL_AFTER`](super::STALL_AFTER).
+    pub fn stalled(&self) -> bool {
+        super::commit::check_not_stalled(&self.inner.round_began_ms, self.inner.epoch).is_err()
     }
 
     /// Like [`Store::write`], but not refused below the free-space reserve:
@@ -220,44 +242,37 @@ impl Store {
     {
         let inner = &*self.inner;
         let mut state = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut txn = Txn::new(&inner.data, state.last_event_id + 1, &mut state.ulids);
+        let state = &mut *state;
+        let mut txn = Txn::new(
+            &inner.data,
+            &inner.layers,
+            state.last_event_id + 1,
+            &mut state.ulids,
+        );
         let out = f(&mut txn)?;
-        let (batch, next_event_id) = txn.into_batch();
-        inner
-            .data
-            .apply_batch(batch)
-            .map_err(sled_err("applying a write batch"))?;
-        // Only an applied batch advances the counters, so a failed `f` or a
-        // failed batch leaves no gap in sequence numbers or event ids.
+        let (writes, next_event_id) = txn.into_parts();
+        // Only a written transaction advances the counters, so a failed `f`
+        // leaves no gap in sequence numbers or event ids.
         state.seq += 1;
         state.last_event_id = next_event_id - 1;
         let commit = Commit { seq: state.seq };
-        inner
-            .applied
-            .event_id
-            .store(state.last_event_id, Ordering::Release);
-        inner.applied.seq.store(state.seq, Ordering::Release);
+        let pending_keys = {
+            let mut l = inner.layers.write().unwrap_or_else(|e| e.into_inner());
+            l.pending.extend(writes);
+            l.pending_seq = state.seq;
+            l.pending_event_id = state.last_event_id;
+            l.pending.len()
+        };
         // When to start a commit round. With nobody waiting (one client, an
         // idle server) the round waits for the first waiter: inside a request
-        // the handler's writes and the audit record are all applied before the
-        // middleware waits, so one round (one flush, one fdatasync) covers the
-        // request, not one for the handler's write and one for the audit
-        // record. With others already waiting (many clients) the round starts
-        // now, so that the disk is kept busy: measured, waiting for a waiter
-        // there cost 14-18 % of the 64-client submit rate.
-        if let Some(c) = &inner.committer {
-            if inner.waiting.load(Ordering::Relaxed) > 0 {
-                c.request();
-            }
-        }
-        if inner.committer.is_none() {
-            // Relaxed mode has no committer: an applied write counts as
-            // durable at once.
-            let (seq, event_id) = (state.seq, state.last_event_id);
-            inner.durable_tx.send_modify(|d| {
-                d.seq = seq;
-                d.event_id = event_id;
-            });
+        // the handler's writes and the audit record are all in the pending
+        // group before the middleware waits, so one round (one sled batch, one
+        // flush, one fdatasync) covers the request. With others already
+        // waiting (many clients) the round starts now, so that the disk is
+        // kept busy: measured, waiting for a waiter there cost 14-18 % of the
+        // 64-client submit rate.
+        if inner.waiting.load(Ordering::Relaxed) > 0 || pending_keys >= PENDING_ROUND_KEYS {
+            inner.committer.request();
         }
         Ok((out, commit))
     }
@@ -275,10 +290,8 @@ impl Store {
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.inner.waiting);
         let mut rx = self.inner.durable_tx.subscribe();
-        if let Some(c) = &self.inner.committer {
-            if rx.borrow().seq < commit.seq {
-                c.request();
-            }
+        if rx.borrow().seq < commit.seq {
+            self.inner.committer.request();
         }
         let d = rx
             .wait_for(|d| d.seq >= commit.seq || d.failed_through >= commit.seq)
@@ -306,7 +319,8 @@ impl Store {
 
     /// Flushes and fdatasyncs right now, outside the group committer: what a
     /// write would cost if every request paid for its own flush. Used by the
-    /// commit benchmark; request paths use [`Store::wait_durable`].
+    /// commit benchmark (after `wait_durable` in relaxed mode, which applies
+    /// the write); request paths use [`Store::wait_durable`].
     pub fn sync_now(&self) -> Result<(), StoreError> {
         self.inner.db.flush().map_err(sled_err("flushing"))?;
         std::fs::File::open(self.inner.dir.join("db"))
@@ -317,16 +331,25 @@ impl Store {
             })
     }
 
-    /// Flushes everything (shutdown) and stops the committer.
-    pub fn close(&self) -> Result<(), StoreError> {
+    /// Applies and flushes everything (shutdown) and stops the committer,
+    /// giving up after `timeout` when the disk does not answer (what was not
+    /// durable then was never acknowledged).
+    pub fn close_within(&self, timeout: Duration) -> Result<(), StoreError> {
+        if !self.inner.committer.stop(timeout) {
+            return Err(StoreError::Stalled {
+                secs: timeout.as_secs(),
+            });
+        }
         self.inner
             .db
             .flush()
             .map_err(sled_err("flushing at shutdown"))?;
-        if let Some(c) = &self.inner.committer {
-            c.stop();
-        }
         Ok(())
+    }
+
+    /// [`Store::close_within`] with a generous timeout (tools and tests).
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.close_within(Duration::from_secs(60))
     }
 
     /// Bytes the store occupies on disk.
@@ -375,111 +398,5 @@ fn last_event_id(data: &sled::Tree) -> Result<u64, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Record;
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
-    struct Thing(u32);
-    impl Record for Thing {
-        const VERSION: u8 = 1;
-    }
-
-    fn open(d: Durability) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), d).unwrap();
-        (dir, s)
-    }
-
-    #[tokio::test]
-    async fn writes_applied_before_one_wait_share_one_commit_round() {
-        let (_d, s) = open(Durability::Sync);
-        // A handler's write and the request's audit record, then the wait.
-        let ((), a) = s.write(|t| t.put(b"a".to_vec(), &Thing(1))).unwrap();
-        let ((), b) = s.write(|t| t.put(b"b".to_vec(), &Thing(2))).unwrap();
-        // Applying asks for no round: nothing is durable until someone waits.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(s.durable().borrow().rounds, 0);
-        s.wait_durable(a.max(b)).await.unwrap();
-        assert_eq!(s.durable().borrow().rounds, 1);
-        // Waiting for a write that is already durable costs no round.
-        s.wait_durable(a).await.unwrap();
-        assert_eq!(s.durable().borrow().rounds, 1);
-    }
-
-    #[tokio::test]
-    async fn a_failed_transaction_writes_nothing_and_takes_no_event_id() {
-        let (_d, s) = open(Durability::Sync);
-        let r: Result<((), Commit), StoreError> = s.write(|t| {
-            t.put(b"k".to_vec(), &Thing(1))?;
-            t.next_event_id();
-            Err(StoreError::Closed)
-        });
-        assert!(r.is_err());
-        assert_eq!(s.get::<Thing>(b"k").unwrap(), None);
-        let (id, c) = s.write(|t| Ok::<_, StoreError>(t.next_event_id())).unwrap();
-        assert_eq!(id, 1);
-        s.wait_durable(c).await.unwrap();
-        assert_eq!(s.durable().borrow().event_id, 1);
-    }
-
-    #[tokio::test]
-    async fn reads_inside_a_write_see_its_own_writes() {
-        let (_d, s) = open(Durability::Relaxed);
-        let (got, c) = s
-            .write(|t| {
-                t.put(b"a1".to_vec(), &Thing(1))?;
-                t.put_raw(b"a0".to_vec(), b"");
-                let first = t.first_key(b"a")?;
-                t.delete(b"a0".to_vec());
-                let second = t.first_key(b"a")?;
-                Ok::<_, StoreError>((t.get::<Thing>(b"a1")?, first, second))
-            })
-            .unwrap();
-        s.wait_durable(c).await.unwrap();
-        assert_eq!(got.0, Some(Thing(1)));
-        assert_eq!(got.1.as_deref(), Some(&b"a0"[..]));
-        assert_eq!(got.2.as_deref(), Some(&b"a1"[..]));
-    }
-
-    #[tokio::test]
-    async fn many_concurrent_writers_share_commit_rounds() {
-        let (_d, s) = open(Durability::Sync);
-        let mut handles = Vec::new();
-        for i in 0..64u32 {
-            let s = s.clone();
-            handles.push(tokio::spawn(async move {
-                let ((), c) = s
-                    .write(|t| t.put(format!("w{i:03}").into_bytes(), &Thing(i)))
-                    .unwrap();
-                s.wait_durable(c).await.unwrap();
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-        assert_eq!(s.keys(b"w", None, 100).unwrap().len(), 64);
-        assert_eq!(s.durable().borrow().seq, 64);
-    }
-
-    #[test]
-    fn reopening_keeps_the_event_counter() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path(), Durability::Relaxed).unwrap();
-            let _ = s
-                .write(|t| {
-                    let id = t.next_event_id();
-                    t.put_raw(keys::event(id), b"x");
-                    Ok::<_, StoreError>(())
-                })
-                .unwrap();
-            s.close().unwrap();
-        }
-        let s = Store::open(dir.path(), Durability::Relaxed).unwrap();
-        let (id, _) = s.write(|t| Ok::<_, StoreError>(t.next_event_id())).unwrap();
-        assert_eq!(id, 2);
-        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-    }
-}
+#[path = "db_tests.rs"]
+mod tests;

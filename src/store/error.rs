@@ -48,6 +48,15 @@ pub enum StoreError {
         /// `store.min_free_bytes`.
         reserve: u64,
     },
+    /// A commit round has been running for longer than the stall limit (the
+    /// disk does not answer): the write was refused before it was applied.
+    #[error(
+        "the store's disk has not finished a commit for {secs} s; writes are refused until it does"
+    )]
+    Stalled {
+        /// How long the round has run, in seconds.
+        secs: u64,
+    },
     /// The committer has stopped (shutting down).
     #[error("store is closed")]
     Closed,

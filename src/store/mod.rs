@@ -6,19 +6,21 @@
 //! atomic batch under the single writer lock, and [`Store::wait_durable`] waits for
 //! the group committer (see `commit`) to put it on stable storage.
 
+mod buckets;
 mod codec;
 mod commit;
 mod db;
 mod durability;
 mod error;
 pub mod keys;
+mod layers;
 mod read;
 mod schema;
 mod space;
 mod txn;
 
 pub use codec::{decode, encode, CodecError, Record};
-pub use commit::Durable;
+pub use commit::{Durable, STALL_AFTER};
 pub use db::{Commit, Store, StoreOptions, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES};
 pub use durability::Durability;
 pub use error::StoreError;

@@ -1,19 +1,28 @@
 //! Reads outside a write: typed and raw lookups and range scans over the data
-//! tree (forwards from a cursor, backwards before one), committed counts, and
-//! the rate-limit buckets' compare-and-swap.
+//! tree with the write groups merged in (forwards from a cursor, backwards
+//! before one), counts, and the rate-limit buckets' compare-and-swap.
 
 use std::ops::Bound;
 
 use super::codec::Record;
 use super::db::Store;
 use super::error::{decode_at, sled_err, StoreError};
+use super::layers::{merge, prefix_end, read_layers};
 use super::txn::decode_count;
 
 impl Store {
     /// Reads and decodes one record.
     pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StoreError> {
-        let raw = self.data().get(key).map_err(sled_err("reading a record"))?;
-        raw.map(|v| decode_at(key, &v)).transpose()
+        self.get_ivec(key)?.map(|v| decode_at(key, &v)).transpose()
+    }
+
+    /// The newest value of `key`: a write group's (see `layers`), else sled's.
+    /// The groups are read first: a group leaves them only once sled has it.
+    fn get_ivec(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        if let Some(v) = read_layers(self.layers()).get(key) {
+            return Ok(v);
+        }
+        self.data().get(key).map_err(sled_err("reading a record"))
     }
 
     /// Keys under `prefix`, strictly after `after` when given, at most `limit`.
@@ -23,11 +32,11 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<sled::IVec>, StoreError> {
-        self.range(prefix, after)
-            .keys()
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(sled_err("scanning keys"))
+        Ok(self
+            .range(prefix, after, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Records under `prefix`, strictly after `after` when given, at most `limit`.
@@ -37,13 +46,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(sled::IVec, R)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.range(prefix, after).take(limit) {
-            let (k, v) = item.map_err(sled_err("scanning records"))?;
-            let r = decode_at(&k, &v)?;
-            out.push((k, r));
-        }
-        Ok(out)
+        decode_all(self.range(prefix, after, limit)?)
     }
 
     /// Keys under `prefix` in descending order, strictly before `before` when
@@ -54,12 +57,11 @@ impl Store {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<sled::IVec>, StoreError> {
-        self.range_rev(prefix, before)
-            .keys()
-            .rev()
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(sled_err("scanning keys backwards"))
+        Ok(self
+            .range_rev(prefix, before, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Records under `prefix` in descending key order, strictly before `before`.
@@ -69,25 +71,7 @@ impl Store {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(sled::IVec, R)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.range_rev(prefix, before).rev().take(limit) {
-            let (k, v) = item.map_err(sled_err("scanning records backwards"))?;
-            let r = decode_at(&k, &v)?;
-            out.push((k, r));
-        }
-        Ok(out)
-    }
-
-    /// The keys under `prefix` below `before` (a cursor outside the prefix is
-    /// ignored); callers iterate it backwards.
-    fn range_rev(&self, prefix: &[u8], before: Option<&[u8]>) -> sled::Iter {
-        match before {
-            Some(b) if b.starts_with(prefix) => self.data().range::<Vec<u8>, _>((
-                Bound::Included(prefix.to_vec()),
-                Bound::Excluded(b.to_vec()),
-            )),
-            _ => self.data().scan_prefix(prefix),
-        }
+        decode_all(self.range_rev(prefix, before, limit)?)
     }
 
     /// The first key under `prefix`.
@@ -104,65 +88,88 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
-        self.range(prefix, after)
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(sled_err("scanning raw values"))
+        self.range(prefix, after, limit)
     }
 
     /// Raw key/value pairs under `prefix` (counters and other small families).
     pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
-        self.data()
-            .scan_prefix(prefix)
-            .collect::<Result<_, _>>()
-            .map_err(sled_err("scanning raw values"))
+        self.range(prefix, None, usize::MAX)
     }
 
-    /// Atomically updates one rate-limit bucket (compare-and-swap; `f` may run
-    /// more than once and must be pure). Not flushed: see `ratelimit`.
+    /// Atomically updates one rate-limit bucket and returns its new state.
+    /// Kept in memory and persisted by the commit thread: see `buckets`.
     pub fn update_bucket(
         &self,
         key: &[u8],
-        f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+        f: impl FnOnce(Option<&[u8]>) -> Option<Vec<u8>>,
     ) -> Result<Option<sled::IVec>, StoreError> {
-        self.ratelimit_tree()
-            .update_and_fetch(key, f)
-            .map_err(sled_err("updating a rate-limit bucket"))
+        self.buckets().update(key, f)
     }
 
     /// Reads a count stored by [`Txn::add_count`](super::Txn::add_count).
     pub fn count(&self, key: &[u8]) -> Result<u64, StoreError> {
-        let v = self.data().get(key).map_err(sled_err("reading a count"))?;
-        Ok(v.map(|v| decode_count(&v)).unwrap_or(0))
+        Ok(self.get_ivec(key)?.map(|v| decode_count(&v)).unwrap_or(0))
     }
 
-    /// The keys under `prefix` after `after` (a cursor outside the prefix is
-    /// ignored, so a stale cursor cannot leak into a neighbouring family).
-    fn range(&self, prefix: &[u8], after: Option<&[u8]>) -> sled::Iter {
-        match after {
-            Some(a) if a.starts_with(prefix) => {
-                let end = match prefix_end(prefix) {
-                    Some(e) => Bound::Excluded(e),
-                    None => Bound::Unbounded,
-                };
+    /// Pairs under `prefix` after `after` (a cursor outside the prefix is
+    /// ignored, so a stale cursor cannot leak into a neighbouring family),
+    /// the write groups merged over sled's.
+    fn range(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        let end = prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let (lo, tree) = match after {
+            Some(a) if a.starts_with(prefix) => (
+                Bound::Excluded(a),
+                self.data().range::<&[u8], _>((Bound::Excluded(a), hi)),
+            ),
+            _ => (Bound::Included(prefix), self.data().scan_prefix(prefix)),
+        };
+        // The groups before the tree: what leaves them is in sled by then.
+        let groups = read_layers(self.layers()).range(lo, hi);
+        merge(tree, groups, false, limit).map_err(sled_err("scanning"))
+    }
+
+    /// Pairs under `prefix` below `before` (a cursor outside the prefix is
+    /// ignored), in descending order.
+    fn range_rev(
+        &self,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        let end = prefix_end(prefix);
+        let (hi, tree) = match before {
+            Some(b) if b.starts_with(prefix) => (
+                Bound::Excluded(b),
                 self.data()
-                    .range::<Vec<u8>, _>((Bound::Excluded(a.to_vec()), end))
-            }
-            _ => self.data().scan_prefix(prefix),
-        }
+                    .range::<&[u8], _>((Bound::Included(prefix), Bound::Excluded(b))),
+            ),
+            _ => (
+                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                self.data().scan_prefix(prefix),
+            ),
+        };
+        let groups = read_layers(self.layers()).range(Bound::Included(prefix), hi);
+        merge(tree.rev(), groups, true, limit).map_err(sled_err("scanning backwards"))
     }
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
+/// Decodes scanned records, naming the key of a corrupt one.
+fn decode_all<R: Record>(
+    pairs: Vec<(sled::IVec, sled::IVec)>,
+) -> Result<Vec<(sled::IVec, R)>, StoreError> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let r = decode_at(&k, &v)?;
+            Ok((k, r))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,75 +1,100 @@
 //! `Txn`, the write transaction handed to the closure of
-//! [`Store::write`](super::Store::write): reads that see its own writes, the
-//! overlay of pending writes, counters, sequences, event ids and ULIDs, and the
-//! conversion of the overlay into one sled batch.
+//! [`Store::write`](super::Store::write): reads that see its own writes over
+//! the write groups and the tree, the overlay of its writes, counters,
+//! sequences, event ids and ULIDs.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::RwLock;
+
+use sled::IVec;
 
 use super::codec::{encode, Record};
 use super::error::{decode_at, sled_err, StoreError};
+use super::layers::{merge, prefix_end, read_layers, Layers, Overlay};
 
-/// A write transaction: reads see its own writes; the batch applies atomically.
+/// A write transaction: reads see its own writes; its writes join the pending
+/// group as a whole, and the group applies atomically.
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
-    /// Pending writes by key: `Some(value)` to put, `None` to delete.
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    layers: &'a RwLock<Layers>,
+    /// This transaction's writes by key: `Some(value)` to put, `None` to delete.
+    overlay: Overlay,
     next_event_id: u64,
     ulids: &'a mut ulid::Generator,
 }
 
 impl<'a> Txn<'a> {
-    /// A transaction over `tree` whose first event id will be `next_event_id`.
+    /// A transaction over `tree` and the groups in `layers` whose first event
+    /// id will be `next_event_id`.
     pub(super) fn new(
         tree: &'a sled::Tree,
+        layers: &'a RwLock<Layers>,
         next_event_id: u64,
         ulids: &'a mut ulid::Generator,
     ) -> Txn<'a> {
         Txn {
             tree,
-            overlay: BTreeMap::new(),
+            layers,
+            overlay: Overlay::new(),
             next_event_id,
             ulids,
         }
     }
 
-    /// The batch of everything written, and the event id the next transaction
-    /// starts from (so ids taken by a failed transaction are never consumed).
-    pub(super) fn into_batch(self) -> (sled::Batch, u64) {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+    /// Everything written, and the event id the next transaction starts from
+    /// (so ids taken by a failed transaction are never consumed).
+    pub(super) fn into_parts(self) -> (Overlay, u64) {
+        (self.overlay, self.next_event_id)
+    }
+
+    /// The newest value of `key`: this transaction's, a group's, or sled's.
+    fn lookup(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = read_layers(self.layers).get(key) {
+            return Ok(v);
+        }
+        self.tree.get(key).map_err(sled_err("reading in a write"))
+    }
+
+    /// Pairs under `prefix` as the groups and sled hold them, with this
+    /// transaction's own writes on top when `own` is set.
+    fn merged(
+        &self,
+        prefix: &[u8],
+        own: bool,
+        limit: usize,
+    ) -> Result<Vec<(IVec, IVec)>, StoreError> {
+        let end = prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut groups = read_layers(self.layers).range(Bound::Included(prefix), hi);
+        if own {
+            for (k, v) in self.overlay.range::<[u8], _>((Bound::Included(prefix), hi)) {
+                groups.insert(k.clone(), v.clone());
             }
         }
-        (batch, self.next_event_id)
+        merge(self.tree.scan_prefix(prefix), groups, false, limit)
+            .map_err(sled_err("scanning in a write"))
     }
 }
 
 impl Txn<'_> {
     /// Reads a record, including this transaction's own writes.
     pub fn get<R: Record>(&self, key: &[u8]) -> Result<Option<R>, StoreError> {
-        match self.overlay.get(key) {
-            Some(Some(v)) => decode_at(key, v).map(Some),
-            Some(None) => Ok(None),
-            None => {
-                let raw = self.tree.get(key).map_err(sled_err("reading in a write"))?;
-                raw.map(|v| decode_at(key, &v)).transpose()
-            }
-        }
+        self.lookup(key)?.map(|v| decode_at(key, &v)).transpose()
     }
 
     /// Writes a record.
     pub fn put<R: Record>(&mut self, key: Vec<u8>, record: &R) -> Result<(), StoreError> {
         let v = encode(record).map_err(StoreError::Encode)?;
-        self.overlay.insert(key, Some(v));
+        self.overlay.insert(key, Some(IVec::from(v)));
         Ok(())
     }
 
     /// Writes a raw value (index entries; usually empty).
     pub fn put_raw(&mut self, key: Vec<u8>, value: &[u8]) {
-        self.overlay.insert(key, Some(value.to_vec()));
+        self.overlay.insert(key, Some(IVec::from(value)));
     }
 
     /// Deletes a key.
@@ -79,52 +104,26 @@ impl Txn<'_> {
 
     /// Reads a raw value, including this transaction's own writes.
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self
-                .tree
-                .get(key)
-                .map_err(sled_err("reading in a write"))?
-                .map(|v| v.to_vec())),
-        }
+        Ok(self.lookup(key)?.map(|v| v.to_vec()))
     }
 
     /// The first key under `prefix`, counting this transaction's writes.
     pub fn first_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        // The first committed key this transaction has not deleted…
-        let mut from_tree = None;
-        for k in self.tree.scan_prefix(prefix).keys() {
-            let k = k.map_err(sled_err("scanning in a write"))?;
-            if !matches!(self.overlay.get(k.as_ref()), Some(None)) {
-                from_tree = Some(k.to_vec());
-                break;
-            }
-        }
-        // …against the first key it has put; the smaller one wins.
-        let from_overlay = self
-            .overlay
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .find(|(_, v)| v.is_some())
-            .map(|(k, _)| k.clone());
-        Ok(match (from_tree, from_overlay) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(self
+            .merged(prefix, true, 1)?
+            .into_iter()
+            .next()
+            .map(|(k, _)| k.to_vec()))
     }
 
-    /// Committed key/value pairs under `prefix` (this transaction's own writes
-    /// are not seen), at most `limit`.
+    /// Key/value pairs under `prefix` written by earlier writes (this
+    /// transaction's own writes are not seen), at most `limit`.
     pub fn scan_prefix(
         &self,
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
-        self.tree
-            .scan_prefix(prefix)
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(sled_err("scanning in a write"))
+        self.merged(prefix, false, limit)
     }
 
     /// Adds `delta` to a stored count (never below zero).

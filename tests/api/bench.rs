@@ -94,9 +94,11 @@ fn bench_starts_its_own_server_measures_every_phase_and_stops_it() {
     for clients in [1, 4] {
         assert_throughput(measurement(&report, "submit", clients), 120);
     }
-    let e2e = measurement(&report, "e2e", 4);
-    assert_eq!(e2e["workers"], 2);
-    assert_throughput(e2e, 120);
+    for name in ["e2e", "e2e_batched"] {
+        let e2e = measurement(&report, name, 4);
+        assert_eq!(e2e["workers"], 2);
+        assert_throughput(e2e, 120);
+    }
     let pickup = measurement(&report, "pickup", 1);
     assert_eq!(pickup["count"], 15);
     assert!(pickup.get("per_second").is_none(), "{pickup:#}");
@@ -194,6 +196,7 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
     assert_eq!(report["target"]["durability"], "sync");
     assert_throughput(measurement(&report, "submit", 4), 120);
     assert_throughput(measurement(&report, "e2e", 4), 120);
+    assert_throughput(measurement(&report, "e2e_batched", 4), 120);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
     assert_eq!(report["peak_rss_source"], "scraped");
     assert!(report["start_to_ready_ms"].is_null());
@@ -211,7 +214,8 @@ async fn bench_against_a_url_measures_that_server_and_leaves_no_task_queued() {
             .unwrap()
     };
     assert_eq!(submitted("bench-submit"), 240);
-    assert_eq!(submitted("bench-e2e"), 120);
+    // One end-to-end phase with a complete per lease, one with batches.
+    assert_eq!(submitted("bench-e2e"), 240);
     // 15 measured pickup rounds and 10 warm-up ones.
     assert_eq!(submitted("bench-pickup"), 25);
     for queue in ["bench-submit", "bench-e2e", "bench-pickup"] {

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod client;
 mod disk_full;
+mod disk_stall;
 mod durability;
 mod executor;
 mod fixtures;

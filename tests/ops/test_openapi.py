@@ -671,6 +671,32 @@ def run_scenario(s: Scenario) -> None:
     s.call("POST", rel, {"lease_id": NO_SUCH_ULID}, body={"token": 1}, expect=(404,),
            note="release no lease")
     s.complete(s.lease_one("relq", note="lease E again"), note="complete E")
+    # Batched results: one durable call, a result per item.
+    many, fails = "/api/v1/leases/complete", "/api/v1/leases/fail"
+    for n in range(3):
+        s.submit({"queue": "batchq"}, note=f"submit batch {n}")
+    b1, b2, b3 = (s.lease_one("batchq", note=f"lease batch {n}") for n in range(3))
+    got = s.call("POST", many, body={"items": [
+        {"lease_id": b1["lease_id"], "token": b1["token"], "result": {"n": 1}},
+        {"lease_id": b1["lease_id"], "token": b1["token"]},
+        {"lease_id": NO_SUCH_ULID, "token": 1},
+    ]}, note="complete many").json["results"]
+    assert [r["status"] for r in got] == [200, 409, 404], got
+    assert got[0]["task"]["state"] == "completed" and got[1]["error"]["code"] == "stale_lease", got
+    s.call("POST", many, body={"items": []}, expect=(422,), note="complete none")
+    s.call("POST", many, body={"items": [{"lease_id": b2["lease_id"]}]}, expect=(422,),
+           note="complete many without a token")
+    s.call("POST", fails, body={"items": [
+        {"lease_id": b2["lease_id"], "token": b2["token"], "error": "boom"},
+        {"lease_id": b3["lease_id"], "token": b3["token"], "error": ""},
+    ]}, expect=(422,), note="fail many with an empty error: nothing is written")
+    got = s.call("POST", fails, body={"items": [
+        {"lease_id": b2["lease_id"], "token": b2["token"], "error": "boom", "retryable": False},
+        {"lease_id": b3["lease_id"], "token": b3["token"], "error": "x", "retryable": False},
+        {"lease_id": b3["lease_id"], "token": b3["token"], "error": "x"},
+    ]}, note="fail many").json["results"]
+    assert [r["status"] for r in got] == [200, 200, 409], got
+    assert got[0]["task"]["state"] == "failed", got
     s.call("GET", "/api/v1/dead-letter", note="dead-letter")
     s.call("GET", "/api/v1/dead-letter", query={"queue": "fq", "limit": "5"}, note="dead-letter fq")
     s.call("GET", "/api/v1/dead-letter", query={"state": "dead"}, expect=(400,),
