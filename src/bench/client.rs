@@ -124,10 +124,16 @@ impl BenchClient {
 
     /// `POST /api/v1/tasks`; returns the task id.
     pub async fn submit(&self, queue: &str, payload: Value) -> Result<String, BenchError> {
+        self.submit_body(json!({"queue": queue, "payload": payload}))
+            .await
+    }
+
+    /// `POST /api/v1/tasks` with this body; returns the task id.
+    pub async fn submit_body(&self, body: Value) -> Result<String, BenchError> {
         let what = "POST /api/v1/tasks";
         let rb = self
             .request(reqwest::Method::POST, "/api/v1/tasks")
-            .json(&json!({"queue": queue, "payload": payload}));
+            .json(&body);
         let v = Self::parse(what, &self.send(what, rb, StatusCode::CREATED).await?)?;
         v["id"]
             .as_str()

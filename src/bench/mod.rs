@@ -15,6 +15,8 @@ mod phases;
 mod progress;
 mod report;
 mod run;
+mod steps;
+mod steps_config;
 mod target;
 
 /// Most concurrent clients in one measurement.

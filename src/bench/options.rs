@@ -27,4 +27,7 @@ pub struct BenchOptions {
     pub health_duration: Duration,
     /// Also measure a bare warp server answering `/health/live`.
     pub bare_warp: bool,
+    /// Tasks of the shell-steps measurement (0: not measured; a spawned
+    /// server only).
+    pub steps: u64,
 }

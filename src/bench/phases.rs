@@ -37,12 +37,12 @@ const E2E_WAIT_MS: u64 = 100;
 const DRAIN_BATCH: usize = 100;
 
 /// Per-client latency samples, merged at the end.
-type Samples = Vec<Duration>;
+pub(super) type Samples = Vec<Duration>;
 
 /// Starts `clients` tasks that each warm their connection, wait for the
 /// others, then run `body`; returns the merged samples and the wall time
 /// from the common start to the last client's end.
-async fn load<F, Fut>(
+pub(super) async fn load<F, Fut>(
     client: &BenchClient,
     clients: usize,
     body: F,

@@ -24,6 +24,11 @@ impl Tick {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Sets the count (phases that read it from the server).
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 impl Progress {

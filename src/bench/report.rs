@@ -245,6 +245,8 @@ fn target_cell(m: &Measurement) -> String {
         ("submit", 1) => rate(2_500.0),
         ("submit", 64) => rate(10_000.0),
         ("e2e" | "e2e_batched", _) => rate(5_000.0),
+        // 1,000 steps in at most 1 s.
+        ("steps", _) => rate(1_000.0),
         ("pickup", _) => {
             let met = m.latency.is_some_and(|l| l.p99_ms <= 2.0);
             format!("p99 ≤ 2 ms {}", if met { "met" } else { "missed" })

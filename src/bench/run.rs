@@ -133,21 +133,12 @@ async fn measure(
     let sampler = (target.spawned.is_none() && scrape.is_some())
         .then(|| rss_sampler(client.clone(), sampled_rss.clone()));
 
-    let submit_title = if durability == "sync" {
-        "durable submits/s".to_string()
-    } else {
-        format!("submits/s (durability {durability})")
+    let submit_title = match durability.as_str() {
+        "sync" => "durable submits/s".to_string(),
+        d => format!("submits/s (durability {d})"),
     };
-    let mut measurements = Vec::new();
-    for &clients in &opts.submit_clients {
-        let m = submit(&client, progress, &submit_title, clients, opts.tasks).await?;
-        measurements.push(m);
-    }
-    measurements.push(end_to_end(&client, progress, opts, false).await?);
-    measurements.push(end_to_end(&client, progress, opts, true).await?);
-    measurements.push(pickup(&client, progress, opts.pickup_samples).await?);
-    let (health, health_vs_bare_warp) = health_phases(&client, progress, opts).await?;
-    measurements.extend(health);
+    let (measurements, health_vs_bare_warp) =
+        load_phases(&client, progress, opts, &submit_title).await?;
 
     let last = match sampler {
         Some(s) => {
@@ -179,6 +170,30 @@ async fn measure(
         measurements,
         health_vs_bare_warp,
     })
+}
+
+/// The load phases, in order, and `/health/live`'s share of bare warp's rate.
+async fn load_phases(
+    client: &BenchClient,
+    progress: &Progress,
+    opts: &BenchOptions,
+    submit_title: &str,
+) -> Result<(Vec<Measurement>, Option<f64>), BenchError> {
+    let mut measurements = Vec::new();
+    for &clients in &opts.submit_clients {
+        let m = submit(client, progress, submit_title, clients, opts.tasks).await?;
+        measurements.push(m);
+    }
+    for batched in [false, true] {
+        measurements.push(end_to_end(client, progress, opts, batched).await?);
+    }
+    measurements.push(pickup(client, progress, opts.pickup_samples).await?);
+    if opts.steps > 0 {
+        measurements.push(super::steps::steps(client, progress, opts.steps).await?);
+    }
+    let (health, health_vs_bare_warp) = health_phases(client, progress, opts).await?;
+    measurements.extend(health);
+    Ok((measurements, health_vs_bare_warp))
 }
 
 /// Aborts a background task when dropped (also on an early return).

@@ -2,11 +2,12 @@
 //! directory (the default), or one already running at `--url`.
 //!
 //! A spawned server is this same executable running `serve` on
-//! 127.0.0.1:0, with a fresh store, the executor off (the bench is the
-//! worker), rate limits off (the bench is one principal sending thousands of
-//! requests a second) and no configuration from the caller's environment:
-//! `FORGELINE_*` variables are removed and it runs in the temporary
-//! directory, so no `./forgeline.toml` applies. `OTEL_*` variables pass
+//! 127.0.0.1:0, with a fresh store, rate limits off (the bench is one
+//! principal sending thousands of requests a second), the executor off (the
+//! bench is the worker) except on the steps measurement's own queue, and no
+//! configuration from the caller's environment: `FORGELINE_*` variables are
+//! removed and it runs in the temporary directory, whose only
+//! `forgeline.toml` is the steps measurement's (see `steps`). `OTEL_*` variables pass
 //! through, to measure with an exporter on.
 
 use std::io::Read;
@@ -48,6 +49,8 @@ pub struct TargetOptions {
     pub stored: u64,
     /// Keep a spawned server's directory (store and `server.log`).
     pub keep_dir: bool,
+    /// Run a spawned server's executor on the steps measurement's queue.
+    pub steps_executor: bool,
 }
 
 /// A server being measured.
@@ -159,8 +162,15 @@ fn server_command(
             cmd.env_remove(k);
         }
     }
+    if opts.steps_executor {
+        // The steps measurement's executor and recipe (see `steps`).
+        let file = dir.join("forgeline.toml");
+        std::fs::write(&file, super::steps_config::server_config())
+            .map_err(|e| BenchError::Target(format!("cannot write {}: {e}", file.display())))?;
+    } else {
+        cmd.env("FORGELINE_EXECUTOR__ENABLED", "false");
+    }
     cmd.env("FORGELINE_LOG__FORMAT", "json")
-        .env("FORGELINE_EXECUTOR__ENABLED", "false")
         .env("FORGELINE_RATELIMIT__ENABLED", "false")
         .env("FORGELINE_STORE__DURABILITY", opts.durability.as_str())
         .stdin(Stdio::null())

@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Enqueue → pickup rounds measured.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub pickup_samples: usize,
+    /// Tasks of the shell-steps measurement: each runs one step, `true`,
+    /// through the started server's built-in executor (pool 2); 0 skips it.
+    /// Not measured with --url (the bench cannot configure that server).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub steps: u64,
     /// Clients of the `/health/live` measurements.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub health_clients: usize,
@@ -86,6 +91,23 @@ pub enum DurabilityArg {
 }
 
 impl BenchArgs {
+    /// The token for `--url`: `--token-file`, `--token`, or the environment.
+    fn token(&self) -> Result<Option<String>, String> {
+        Ok(match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.clone().or_else(|| {
+                self.url
+                    .as_ref()
+                    .and_then(|_| std::env::var(TOKEN_ENV).ok())
+            }),
+        })
+    }
+
     /// Checks the flags and turns them into options; `Err` is a usage error.
     pub fn options(&self) -> Result<BenchOptions, String> {
         if let Some(url) = &self.url {
@@ -104,19 +126,7 @@ impl BenchArgs {
         } else if self.token.is_some() || self.token_file.is_some() {
             return Err("--token and --token-file are for --url; the server the bench starts uses its own admin token".into());
         }
-        let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("--token-file {}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => self.token.clone().or_else(|| {
-                self.url
-                    .as_ref()
-                    .and_then(|_| std::env::var(TOKEN_ENV).ok())
-            }),
-        };
+        let token = self.token()?;
         if self.tasks == 0 {
             return Err("--tasks must be at least 1".into());
         }
@@ -155,6 +165,7 @@ impl BenchArgs {
                 },
                 stored: self.stored,
                 keep_dir: self.keep_dir,
+                steps_executor: self.url.is_none() && self.steps > 0,
             },
             tasks: self.tasks,
             submit_clients: self.clients.clone(),
@@ -165,6 +176,7 @@ impl BenchArgs {
             health_clients: self.health_clients,
             health_duration: self.health_duration,
             bare_warp: !self.no_bare_warp,
+            steps: if self.url.is_none() { self.steps } else { 0 },
         })
     }
 }

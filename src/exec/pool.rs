@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::runner::{run_step, StepCommand, StepOutcome};
 use crate::model::{QueueName, StepSpec, TaskRecord, WorkerId};
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::pipeline::{deferring_durability, Pipeline, PipelineError};
 use crate::queue::{Failure, Grant, LeaseRequest};
 use crate::workers::{AgentEvent, AgentEventKind};
 
@@ -102,15 +102,21 @@ impl Executor {
             lease_for: cfg.lease_timeout,
         };
         while !self.stop.is_cancelled() {
-            let grants = tokio::select! {
-                g = self.pipeline.lease(&req) => g,
+            // The executor acknowledges nothing to anyone until a task's
+            // result is written, so its lease grant, step events and result
+            // share commit rounds instead of waiting for one each; the wait
+            // at the end of the task covers them all. A crash before it can
+            // run the task again, which is the at-least-once contract anyway.
+            let (grants, leased) = tokio::select! {
+                g = deferring_durability(self.pipeline.lease(&req)) => g,
                 _ = self.stop.cancelled() => return,
             };
             match grants {
                 Ok(grants) => {
                     for g in grants {
                         self.set_busy(self.busy.fetch_add(1, Ordering::Relaxed) + 1);
-                        self.run_task(g).await;
+                        let ((), ran) = deferring_durability(self.run_task(g)).await;
+                        self.wait_durable(leased.into_iter().chain(ran).max()).await;
                         self.set_busy(self.busy.fetch_sub(1, Ordering::Relaxed) - 1);
                     }
                 }
@@ -118,6 +124,16 @@ impl Executor {
                     tracing::error!(error = %e, "executor could not lease; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            }
+        }
+    }
+
+    /// Waits until a task's writes are durable (its result reaches event
+    /// streams then).
+    async fn wait_durable(&self, last: Option<crate::store::Commit>) {
+        if let Some(c) = last {
+            if let Err(e) = self.pipeline.store().wait_durable(c).await {
+                tracing::error!(error = %e, "executor: a task's result could not be made durable");
             }
         }
     }

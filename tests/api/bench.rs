@@ -11,6 +11,8 @@ use crate::helpers::spawn_real_time_app;
 
 /// The smallest run that still goes through every measurement.
 const SMALL: &[&str] = &[
+    "--steps",
+    "30",
     "--tasks",
     "120",
     "--clients",
@@ -99,6 +101,11 @@ fn bench_starts_its_own_server_measures_every_phase_and_stops_it() {
         assert_eq!(e2e["workers"], 2);
         assert_throughput(e2e, 120);
     }
+    // Steps through the spawned server's executor (pool 2).
+    let steps = measurement(&report, "steps", 8);
+    assert_eq!(steps["workers"], 2);
+    assert_eq!(steps["count"], 30);
+    assert!(steps["per_second"].as_f64().unwrap() > 0.0, "{steps:#}");
     let pickup = measurement(&report, "pickup", 1);
     assert_eq!(pickup["count"], 15);
     assert!(pickup.get("per_second").is_none(), "{pickup:#}");
