@@ -2,6 +2,8 @@
 //! on every write: a scrape every 15 s costs less than a gauge update in every
 //! commit, and the store's counters are the truth the gauges must show.
 
+use std::collections::BTreeSet;
+
 use super::{Pipeline, PipelineError};
 use crate::model::StateKind;
 
@@ -11,7 +13,24 @@ pub fn refresh_gauges(p: &Pipeline) -> Result<(), PipelineError> {
     let m = p.metrics();
     m.tasks.reset();
     m.queue_depth.reset();
-    for ((state, queue), n) in p.task_counts()? {
+    let counts = p.task_counts()?;
+    // Every known queue (one with a task in any state, or one the executor
+    // serves) reports every state and its depth, at 0 when empty: a series
+    // that vanishes when its queue empties would make `sum(...)` return
+    // nothing instead of 0.
+    let mut known: BTreeSet<&str> = counts.keys().map(|(_, q)| q.as_str()).collect();
+    let config = p.config();
+    if config.executor.enabled {
+        known.extend(config.executor.queues.iter().map(|q| q.as_str()));
+    }
+    for queue in known {
+        let q = m.queue_label(queue);
+        for state in StateKind::ALL {
+            m.tasks.with_label_values(&[state.as_str(), q]);
+        }
+        m.queue_depth.with_label_values(&[q]);
+    }
+    for ((state, queue), n) in counts {
         let q = m.queue_label(&queue);
         m.tasks
             .with_label_values(&[state.as_str(), q])

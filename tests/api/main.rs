@@ -9,6 +9,7 @@ mod client;
 mod disk_full;
 mod disk_stall;
 mod durability;
+mod example_policies;
 mod executor;
 mod fixtures;
 mod helpers;

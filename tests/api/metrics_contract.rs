@@ -257,3 +257,59 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(tool))
         .find(|p| p.is_file())
 }
+
+/// The value of the series of `family` whose labels include every one of
+/// `labels` (`name="value"` strings), if it is exposed.
+fn series(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+        let (l, v) = rest.split_once("} ")?;
+        labels
+            .iter()
+            .all(|want| l.split(',').any(|have| have == *want))
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn an_emptied_queue_reports_zero_instead_of_vanishing() {
+    let app = spawn_app_with(|_| {}).await;
+    app.submit(json!({"queue": "drained"})).await;
+    let text = app.metrics().await;
+    let queued = ["queue=\"drained\"", "state=\"queued\""];
+    assert_eq!(series(&text, "forgeline_tasks", &queued), Some(1.0));
+    assert_eq!(
+        series(&text, "forgeline_queue_depth", &["queue=\"drained\""]),
+        Some(1.0)
+    );
+    let l = app.lease("drained", "w1", 1).await.remove(0);
+    let r = app.lease_call(&l, "complete", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let text = app.metrics().await;
+    assert_eq!(
+        series(&text, "forgeline_tasks", &queued),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "forgeline_queue_depth", &["queue=\"drained\""]),
+        Some(0.0)
+    );
+    // Every state of a known queue is there, at 0 when it holds nothing.
+    for state in ["scheduled", "running", "dead", "cancelled"] {
+        let l = format!("state=\"{state}\"");
+        assert_eq!(
+            series(&text, "forgeline_tasks", &["queue=\"drained\"", &l]),
+            Some(0.0),
+            "{state}"
+        );
+    }
+    assert_eq!(
+        series(
+            &text,
+            "forgeline_tasks",
+            &["queue=\"drained\"", "state=\"completed\""]
+        ),
+        Some(1.0)
+    );
+}
