@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 from ._api_base import APIBase, seg
-from .models import EventsAck, Lease, Page, Paginator, Task, WorkerInfo
+from .models import EventsAck, Lease, LeaseResult, Page, Paginator, Task, WorkerInfo
 
 __all__ = ["WorkerProtocolAPI"]
 
@@ -92,6 +92,35 @@ class WorkerProtocolAPI(APIBase):
         body = {"token": token, "error": error, "retryable": retryable}
         data = self._core.json("POST", f"/api/v1/leases/{seg(lease_id)}/fail", body=body, idempotent=False)
         return Task.from_json(data)
+
+    def complete_many(self, items: Sequence[tuple[str, int, Any]]) -> list[LeaseResult]:
+        """Completes up to 100 leases in one call (``POST /leases/complete``):
+        ``items`` are ``(lease_id, token, result)``. Each item is checked and
+        stored on its own and answered in a :class:`LeaseResult` (in order);
+        one item's refusal (a lost lease: ``status`` 409, ``stale_lease``)
+        does not undo the others. One commit round covers the whole call.
+
+        Raises:
+            InvalidRequest: no items, more than 100, or a malformed item.
+        """
+        body = {"items": [{"lease_id": lid, "token": tok, "result": res} for lid, tok, res in items]}
+        data = self._core.json("POST", "/api/v1/leases/complete", body=body, idempotent=False)
+        return [LeaseResult.from_json(r) for r in data.get("results") or []]
+
+    def fail_many(self, items: Sequence[tuple[str, int, str, bool]]) -> list[LeaseResult]:
+        """Fails up to 100 leases in one call (``POST /leases/fail``): ``items``
+        are ``(lease_id, token, error, retryable)``; answered as
+        :meth:`complete_many` is. An empty or over-4096-byte ``error``
+        refuses the whole call (:class:`InvalidRequest`) before anything is
+        written."""
+        body = {
+            "items": [
+                {"lease_id": lid, "token": tok, "error": err, "retryable": retry}
+                for lid, tok, err, retry in items
+            ]
+        }
+        data = self._core.json("POST", "/api/v1/leases/fail", body=body, idempotent=False)
+        return [LeaseResult.from_json(r) for r in data.get("results") or []]
 
     def release_lease(self, lease_id: str, token: int) -> Task:
         """Gives a lease back without counting the attempt, so the task is

@@ -18,6 +18,7 @@ __all__ = [
     "EventsAck",
     "Health",
     "Lease",
+    "LeaseResult",
     "Page",
     "Paginator",
     "ReviewFeedback",
@@ -235,6 +236,44 @@ class Lease:
             review_feedback=feedback,
             traceparent=_opt_str(data.get("traceparent")),
             raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class LeaseResult:
+    """One item's answer from a batched ``complete_many`` / ``fail_many``.
+
+    Attributes:
+        lease_id: The lease the item named.
+        status: 200, or the HTTP status the single-lease call would have
+            answered (404, 409, 413, 422, 503).
+        task: The task after the item was applied (``status`` 200).
+        error_code, error_message: Why the item was refused (otherwise
+            ``None``); ``stale_lease`` when the lease was lost.
+    """
+
+    lease_id: str
+    status: int
+    task: Optional[Task]
+    error_code: Optional[str]
+    error_message: Optional[str]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item was applied."""
+        return self.status == 200
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LeaseResult:
+        """Builds a result from one entry of ``results``."""
+        task = data.get("task")
+        error = _dict(data.get("error"))
+        return cls(
+            lease_id=str(data.get("lease_id", "")),
+            status=_int(data.get("status")),
+            task=Task.from_json(task) if isinstance(task, Mapping) else None,
+            error_code=_opt_str(error.get("code")),
+            error_message=_opt_str(error.get("message")),
         )
 
 

@@ -66,3 +66,19 @@ def test_health_probes(client: forgeline.Client) -> None:
     ready = client.health()
     assert ready.ok and ready.status_code == 200 and ready.checks["store_writable"] == "ok"
     assert client.health("live").ok
+
+
+def test_complete_many_and_fail_many_answer_per_item(client: forgeline.Client, queue: str) -> None:
+    for n in range(3):
+        client.submit({"n": n}, queue=queue)
+    a, b, c = client.lease(queue, "w-batch", max=3, wait_ms=2000)
+    done = client.complete_many([(a.lease_id, a.token, {"ok": 1}), (a.lease_id, a.token, None)])
+    assert [r.status for r in done] == [200, 409]
+    assert done[0].ok and done[0].task is not None and done[0].task.state == "completed"
+    assert not done[1].ok and done[1].error_code == "stale_lease" and done[1].task is None
+    with pytest.raises(forgeline.InvalidRequest):
+        client.fail_many([(b.lease_id, b.token, "", False)])
+    failed = client.fail_many([(b.lease_id, b.token, "boom", False), (c.lease_id, c.token, "again", True)])
+    assert [r.status for r in failed] == [200, 200]
+    assert failed[0].task is not None and failed[0].task.state == "failed"
+    assert failed[1].task is not None and failed[1].task.state in ("scheduled", "queued")
