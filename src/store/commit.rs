@@ -72,6 +72,9 @@ pub(crate) fn check_not_stalled(
     Ok(())
 }
 
+/// `Durable::failed_through` once a group failed to apply: every write fails.
+pub(crate) const POISONED: u64 = u64::MAX;
+
 /// How far writes are durable; published after each commit round.
 #[derive(Debug, Clone, Default)]
 pub struct Durable {
@@ -301,30 +304,35 @@ impl Round {
         Ok(())
     }
 
-    /// A failed round: its writers (and every write pending behind it, which
-    /// may have read what it wrote) get the error, the groups are dropped, and
-    /// the event counter goes back to the last durable event, so a failed
-    /// write leaves no gap in event ids.
+    /// A failed round. A failed flush or sync: the round's writers get the
+    /// error (their writes are applied, and a later round may still make them
+    /// durable). A group that never reached sled: it is dropped with every
+    /// write pending behind it (they may have read what it wrote), and the
+    /// store is poisoned — every current and later write fails until a
+    /// restart, as sled itself does after such an error. Poisoning is what
+    /// keeps "durable in order" true: a request waits only for its last
+    /// write, which must not succeed after an earlier one was dropped.
     fn fail(&self, seq: u64, e: &std::io::Error) {
-        tracing::error!(error = %e, "store commit failed; acknowledged writes are refused until it succeeds");
-        let msg: Arc<str> = Arc::from(e.to_string());
         let mut w = self.target.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut l = self
             .target
             .layers
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let durable_event = self.durable.borrow().event_id;
-        let applied = l.applying.is_none();
-        if !applied {
-            // The batch never reached sled: forget it, and what was written
-            // on top of it.
+        let dropped = l.applying.is_some();
+        let through = if dropped {
+            tracing::error!(error = %e, "store write failed; the store refuses writes until it is restarted");
             l.applying = None;
             l.pending.clear();
+            let durable_event = self.durable.borrow().event_id;
             w.last_event_id = durable_event;
             l.pending_event_id = durable_event;
-        }
-        let through = if applied { seq } else { w.seq };
+            POISONED
+        } else {
+            tracing::error!(error = %e, "store commit failed; acknowledged writes are refused until it succeeds");
+            seq
+        };
+        let msg: Arc<str> = Arc::from(e.to_string());
         self.durable.send_modify(|d| {
             d.failed_through = d.failed_through.max(through);
             d.error = Some(msg);

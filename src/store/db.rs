@@ -224,6 +224,13 @@ impl Store {
         self.write_in_reserve(f)
     }
 
+    /// The error that poisoned the store (a group that failed to apply).
+    fn poisoned(&self) -> Option<StoreError> {
+        let d = self.inner.durable_tx.borrow();
+        (d.failed_through == super::commit::POISONED)
+            .then(|| StoreError::Commit(d.error.clone().unwrap_or_else(|| Arc::from("unknown"))))
+    }
+
     /// Whether a commit round has run for over [`STALL_AFTER`](super::STALL_AFTER).
     pub fn stalled(&self) -> bool {
         super::commit::check_not_stalled(&self.inner.round_began_ms, self.inner.epoch).is_err()
@@ -241,6 +248,9 @@ impl Store {
         E: From<StoreError>,
     {
         let inner = &*self.inner;
+        if let Some(e) = self.poisoned() {
+            return Err(e.into());
+        }
         let mut state = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *state;
         let mut txn = Txn::new(
