@@ -22,10 +22,13 @@ use serde_json::json;
 use crate::process::ServerProcess;
 
 /// An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1: every span it got,
-/// with the resource's `service.name`.
+/// with its resource's attributes.
+/// A resource's attributes, values as strings.
+type Resource = std::collections::BTreeMap<String, String>;
+
 struct Receiver {
     addr: std::net::SocketAddr,
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
+    spans: Arc<Mutex<Vec<(Resource, Span)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -33,7 +36,7 @@ impl Receiver {
     async fn start() -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let spans: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
+        let spans: Arc<Mutex<Vec<(Resource, Span)>>> = Arc::default();
         let sink = spans.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -49,17 +52,18 @@ impl Receiver {
                             let body = req.into_body().collect().await?.to_bytes();
                             let export = ExportTraceServiceRequest::decode(body).unwrap();
                             for rs in export.resource_spans {
-                                let service = rs
+                                let service: Resource = rs
                                     .resource
                                     .iter()
                                     .flat_map(|r| r.attributes.iter())
-                                    .find(|kv| kv.key == "service.name")
-                                    .and_then(|kv| kv.value.as_ref()?.value.clone())
-                                    .map(|v| match v {
-                                        AnyValue::StringValue(s) => s,
-                                        other => format!("{other:?}"),
+                                    .filter_map(|kv| {
+                                        let v = match kv.value.as_ref()?.value.clone()? {
+                                            AnyValue::StringValue(s) => s,
+                                            other => format!("{other:?}"),
+                                        };
+                                        Some((kv.key.clone(), v))
                                     })
-                                    .unwrap_or_default();
+                                    .collect();
                                 for ss in rs.scope_spans {
                                     for s in ss.spans {
                                         sink.lock().unwrap().push((service.clone(), s));
@@ -166,9 +170,33 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
 
     let spans = receiver.spans.lock().unwrap().clone();
     receiver.task.abort();
+    // Every span names the service, its version and this process.
+    let instances: std::collections::BTreeSet<&str> = spans
+        .iter()
+        .map(|(r, _)| {
+            assert_eq!(
+                r.get("service.name").map(String::as_str),
+                Some("forgeline"),
+                "{r:?}"
+            );
+            assert_eq!(
+                r.get("service.version").map(String::as_str),
+                Some(env!("CARGO_PKG_VERSION")),
+                "{r:?}"
+            );
+            r.get("service.instance.id")
+                .map(String::as_str)
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        instances.len(),
+        1,
+        "one instance id per process: {instances:?}"
+    );
     assert!(
-        spans.iter().all(|(svc, _)| svc == "forgeline"),
-        "service.name"
+        !instances.iter().next().unwrap().is_empty(),
+        "service.instance.id"
     );
     let ours: Vec<&Span> = spans
         .iter()

@@ -109,12 +109,20 @@ impl Traces {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .build()
             .map_err(|e| TraceError(e.to_string()))?;
-        // An explicit OTEL_SERVICE_NAME wins over our default name.
-        let resource = if env("OTEL_SERVICE_NAME").is_some() {
-            Resource::builder().build()
+        // An explicit OTEL_SERVICE_NAME wins over our default name. Every
+        // span carries the build's version and this process's instance id
+        // (a ULID per start), so spans of two servers or two restarts part.
+        let builder = if env("OTEL_SERVICE_NAME").is_some() {
+            Resource::builder()
         } else {
-            Resource::builder().with_service_name("forgeline").build()
+            Resource::builder().with_service_name("forgeline")
         };
+        let resource = builder
+            .with_attributes([
+                opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                opentelemetry::KeyValue::new("service.instance.id", ulid::Ulid::new().to_string()),
+            ])
+            .build();
         exporter.set_resource(&resource);
         let processor = BatchSpanProcessor::builder(exporter).build();
         let sampler = opentelemetry_sdk::trace::Config::default().sampler;
