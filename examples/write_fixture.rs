@@ -158,6 +158,7 @@ async fn main() {
 
     p.report_status(
         &WorkerId::parse("agent-3").unwrap(),
+        "fixture",
         normalize_status(&json!({"status": "draining"})).unwrap(),
     )
     .await

@@ -47,6 +47,9 @@ async fn report(mut c: Call, id: String) -> Result<Response, ApiError> {
     let v: Value = parse_json(&c.body().await?)?;
     let report = normalize_status(&v)
         .map_err(|e| ApiError::invalid(e.field.as_deref().unwrap_or("body"), e.message))?;
-    let rec = c.p().report_status(&worker, report).await?;
+    let rec = c
+        .p()
+        .report_status(&worker, &c.who.principal, report)
+        .await?;
     Ok(json_reply(StatusCode::OK, &worker_json(&rec)))
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::TaskId;
 use crate::clock::Millis;
-use crate::store::Record;
+use crate::store::{CodecError, Record};
 
 /// A worker's self-reported status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +46,51 @@ pub struct WorkerRecord {
     pub detail: Option<String>,
     /// Last report or lease call.
     pub last_seen: Millis,
+    /// The principal that owns this worker id: the first to lease or report
+    /// under it (empty for records written before v2, until one does). Only
+    /// it may lease or report as this worker while the worker is not
+    /// `offline`.
+    pub principal: String,
+}
+
+impl WorkerRecord {
+    /// Whether `principal` may act as this worker: it owns the id, the id
+    /// has no owner yet, or its owner reported it `offline`.
+    pub fn usable_by(&self, principal: &str) -> bool {
+        self.principal.is_empty()
+            || self.principal == principal
+            || self.status == WorkerStatus::Offline
+    }
+}
+
+/// Version 1 of the record, before workers had an owner.
+#[derive(Deserialize)]
+struct WorkerRecordV1 {
+    id: String,
+    status: WorkerStatus,
+    current_task: Option<TaskId>,
+    detail: Option<String>,
+    last_seen: Millis,
 }
 
 impl Record for WorkerRecord {
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
+
+    fn decode_old(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            1 => {
+                let (v1, _): (WorkerRecordV1, _) =
+                    bincode::serde::decode_from_slice(body, bincode::config::standard())?;
+                Ok(WorkerRecord {
+                    id: v1.id,
+                    status: v1.status,
+                    current_task: v1.current_task,
+                    detail: v1.detail,
+                    last_seen: v1.last_seen,
+                    principal: String::new(),
+                })
+            }
+            v => Err(CodecError::UnknownVersion(v)),
+        }
+    }
 }

@@ -80,7 +80,12 @@ impl Pipeline {
         for e in events {
             match e.kind {
                 EventKind::TaskQueued => self.wakers.wake(e.queue.as_str()),
-                EventKind::TaskScheduled | EventKind::TaskLeased => poke_timer = true,
+                // A new deadline: a lease, a schedule, or a review claim
+                // (and a ticket's SLA target) for the review clock.
+                EventKind::TaskScheduled
+                | EventKind::TaskLeased
+                | EventKind::ReviewRequested
+                | EventKind::ReviewAssigned => poke_timer = true,
                 _ => {}
             }
         }

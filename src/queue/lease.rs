@@ -16,7 +16,7 @@ use crate::model::{
 use crate::pipeline::transition::{move_to, Move};
 use crate::pipeline::{load_task, Pipeline, PipelineError};
 use crate::store::{keys, Txn};
-use crate::workers::touch_worker;
+use crate::workers::{check_worker_owner, touch_worker};
 
 /// A lease request.
 #[derive(Debug, Clone)]
@@ -80,6 +80,7 @@ impl Pipeline {
         let now = self.now();
         let grants = self
             .commit(|txn, out| {
+                check_worker_owner(txn, &req.worker, &req.holder)?;
                 let mut grants = Vec::new();
                 'take: while grants.len() < req.max {
                     for q in &req.queues {
@@ -103,6 +104,7 @@ impl Pipeline {
                         Some(last.task.id),
                         now,
                         None,
+                        Some(&req.holder),
                     )?;
                 }
                 Ok(grants)
@@ -137,7 +139,15 @@ impl Pipeline {
             txn.put(keys::lease(&lb), &lease)?;
             let w = WorkerId::parse(&lease.worker).ok();
             if let Some(w) = w {
-                touch_worker(txn, &w, WorkerStatus::Busy, Some(lease.task_id), now, None)?;
+                touch_worker(
+                    txn,
+                    &w,
+                    WorkerStatus::Busy,
+                    Some(lease.task_id),
+                    now,
+                    None,
+                    None,
+                )?;
             }
             Ok(lease.deadline)
         })

@@ -209,10 +209,18 @@ impl Pipeline {
             if let Err(e) = self.promote_due(now).await {
                 tracing::error!(error = %e, "scheduler failed");
             }
-            if let Err(e) = self.review_clock(now).await {
-                tracing::error!(error = %e, "review clock failed");
-            }
-            let sleep = match self.next_timer_due() {
+            let review_due = match self.review_clock(now).await {
+                Ok(report) => report.next_due,
+                Err(e) => {
+                    tracing::error!(error = %e, "review clock failed");
+                    None
+                }
+            };
+            let next = self.next_timer_due().map(|t| match (t, review_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+            let sleep = match next {
                 Ok(Some(at)) => {
                     Duration::from_millis(at.saturating_sub(self.now())).min(MAX_TIMER_SLEEP)
                 }

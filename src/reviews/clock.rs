@@ -32,6 +32,9 @@ pub struct ClockReport {
     pub auto_rejected: usize,
     /// Tickets expired with their task requeued.
     pub requeued: usize,
+    /// The earliest time a pending ticket falls due after this run (a claim
+    /// lapsing or an SLA target passing), so the timer loop wakes for it.
+    pub next_due: Option<Millis>,
 }
 
 /// A task the clock decided, with the ticket's outcome (for the metrics
@@ -69,6 +72,14 @@ impl Pipeline {
                 matches!(&t.state, TicketState::Claimed { until, .. } if *until <= now);
             let sla_due = !t.sla_breached && t.due_at <= now;
             if !claim_lapsed && !sla_due {
+                let claim = match &t.state {
+                    TicketState::Claimed { until, .. } => Some(*until),
+                    _ => None,
+                };
+                let sla = (!t.sla_breached).then_some(t.due_at);
+                for at in claim.into_iter().chain(sla) {
+                    report.next_due = Some(report.next_due.map_or(at, |d| d.min(at)));
+                }
                 continue;
             }
             let action = self.config().review.queue(t.queue.as_str()).on_timeout;

@@ -13,5 +13,5 @@ pub use agent_event::{
     normalize_event, AgentEvent, AgentEventKind, MAX_OUTPUT_TAIL, STEP_OUTCOMES,
 };
 pub use normalize::{snake_case, ShapeError};
-pub use service::{touch_worker, worker_done, Reported};
+pub use service::{check_worker_owner, touch_worker, worker_done, Reported};
 pub use status::{normalize_status, StatusReport};

@@ -21,8 +21,27 @@ pub struct Reported {
     pub guardrails: Vec<Decision>,
 }
 
+/// Refuses (403) when `worker` is owned by another principal: a worker id
+/// belongs to the first principal that leases or reports under it, until it
+/// reports itself `offline`.
+pub fn check_worker_owner(
+    txn: &Txn<'_>,
+    worker: &WorkerId,
+    principal: &str,
+) -> Result<(), PipelineError> {
+    match txn.get::<WorkerRecord>(&keys::worker(worker.as_str()))? {
+        Some(rec) if !rec.usable_by(principal) => Err(PipelineError::Forbidden {
+            message: format!(
+                "worker {worker} belongs to another principal; use a worker id of your own"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Updates the projection from a lease call. When `finished` is given, the
-/// worker only becomes idle if that was its current task.
+/// worker only becomes idle if that was its current task. `owner` (the
+/// leasing principal, already checked) takes the id when it has no owner.
 pub fn touch_worker(
     txn: &mut Txn<'_>,
     worker: &WorkerId,
@@ -30,6 +49,7 @@ pub fn touch_worker(
     current: Option<TaskId>,
     now: Millis,
     finished: Option<TaskId>,
+    owner: Option<&str>,
 ) -> Result<(), StoreError> {
     let key = keys::worker(worker.as_str());
     let mut rec = txn.get::<WorkerRecord>(&key)?.unwrap_or(WorkerRecord {
@@ -38,7 +58,13 @@ pub fn touch_worker(
         current_task: None,
         detail: None,
         last_seen: now,
+        principal: String::new(),
     });
+    if let Some(p) = owner {
+        if rec.usable_by(p) {
+            rec.principal = p.to_string();
+        }
+    }
     rec.last_seen = now;
     match finished {
         Some(done) if rec.current_task.is_some_and(|c| c != done) => {}
@@ -59,20 +85,23 @@ pub fn worker_done(
     now: Millis,
 ) -> Result<(), StoreError> {
     match WorkerId::parse(worker) {
-        Ok(w) => touch_worker(txn, &w, WorkerStatus::Idle, None, now, Some(task)),
+        Ok(w) => touch_worker(txn, &w, WorkerStatus::Idle, None, now, Some(task), None),
         Err(_) => Ok(()),
     }
 }
 
 impl Pipeline {
-    /// Records a worker's own status report.
+    /// Records a worker's own status report, made by `principal` (refused
+    /// with 403 when another principal owns the worker id).
     pub async fn report_status(
         &self,
         worker: &WorkerId,
+        principal: &str,
         report: StatusReport,
     ) -> Result<WorkerRecord, PipelineError> {
         let now = self.now();
         self.commit(|txn, _| {
+            check_worker_owner(txn, worker, principal)?;
             if let Some(t) = report.current_task {
                 let task = txn.get::<TaskRecord>(&keys::task(&t.to_bytes()))?;
                 if task.is_none() {
@@ -89,6 +118,7 @@ impl Pipeline {
                     .as_deref()
                     .map(|d| crate::redact::redact(d).into_owned()),
                 last_seen: now,
+                principal: principal.to_string(),
             };
             txn.put(keys::worker(worker.as_str()), &rec)?;
             Ok(rec)
@@ -290,7 +320,7 @@ fn apply_to_run(run: &mut RunRecord, e: &AgentEvent, now: Millis) {
             let step = match idx {
                 Some(i) => &mut run.steps[i],
                 None => {
-                    let started = now.saturating_sub(e.duration_ms.unwrap_or(0));
+                    let started = e.timestamp.unwrap_or(now);
                     run.steps.push(StepResult {
                         name,
                         started_at: started,
@@ -303,10 +333,18 @@ fn apply_to_run(run: &mut RunRecord, e: &AgentEvent, now: Millis) {
                     run.steps.last_mut().expect("just pushed")
                 }
             };
-            step.finished_at = Some(e.timestamp.unwrap_or(now));
-            step.duration_ms = e
-                .duration_ms
-                .or_else(|| step.finished_at.map(|f| f.saturating_sub(step.started_at)));
+            let finished = e.timestamp.unwrap_or(now);
+            step.finished_at = Some(finished);
+            // A reported duration is the worker's own measure: the step
+            // started that long before it finished (a start reported in the
+            // same batch, without a timestamp, was stamped at arrival).
+            match e.duration_ms {
+                Some(ms) => {
+                    step.started_at = finished.saturating_sub(ms);
+                    step.duration_ms = Some(ms);
+                }
+                None => step.duration_ms = Some(finished.saturating_sub(step.started_at)),
+            }
             step.outcome = e.outcome.clone();
             step.exit_code = e.exit_code.map(|c| c as i32);
             step.output_tail = e.output_tail.clone();

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use forgeline::auth::Role;
+use forgeline::clock::Clock;
 use forgeline::config::{Config, QueueReview, Span, TimeoutAction};
 use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
@@ -215,12 +216,17 @@ async fn claims_are_exclusive_and_lapse_back_to_open() {
         app.api_as("alice", &[Role::Reviewer]),
         app.api_as("bob", &[Role::Reviewer]),
     );
+    let claimed_at = app.clock.now_ms();
     let r = alice.claim(&ticket).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         (r.body["state"].as_str(), r.body["holder"].as_str()),
         (Some("claimed"), Some("alice"))
     );
+    // The timer loop sleeps until the claim lapses (not until its next
+    // one-second poll): the clock reports the claim's end as its next due.
+    let report = app.pipeline.review_clock(claimed_at).await.unwrap();
+    assert_eq!(report.next_due, Some(claimed_at + 30 * 60 * 1000));
     assert_eq!(bob.claim(&ticket).await.status, StatusCode::CONFLICT);
     assert_eq!(
         bob.vote(&ticket, "approved", None).await.status,

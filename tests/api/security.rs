@@ -129,8 +129,16 @@ async fn request_for(
         let submit = admin.submit(json!({"queue": q}));
         async move { submit.await.body }
     };
+    // A worker id belongs to the first principal that uses it: the admin
+    // and each caller lease under ids of their own.
+    let (admin_worker, caller_worker) = (format!("w-admin-{n}"), format!("w-caller-{n}"));
     let lease_as = |client: &TestClient| {
-        let lease = client.lease(&q, "w", 1, 0);
+        let worker = if std::ptr::eq(client, admin) {
+            &admin_worker
+        } else {
+            &caller_worker
+        };
+        let lease = client.lease(&q, worker, 1, 0);
         async move { lease.await.body["leases"][0].clone() }
     };
     match (method, path) {
@@ -159,7 +167,7 @@ async fn request_for(
             caller.run(&l["run_id"])
         }
         ("GET", "/api/v1/events") => caller.events("max_events=1"),
-        ("POST", "/api/v1/queues/{queue}/lease") => caller.lease(&q, "w", 1, 0),
+        ("POST", "/api/v1/queues/{queue}/lease") => caller.lease(&q, &caller_worker, 1, 0),
         ("POST", p) if p.starts_with("/api/v1/leases/") => {
             new_task().await;
             // A worker acts on its own lease; others on the admin's.
@@ -178,7 +186,7 @@ async fn request_for(
         }
         ("GET", "/api/v1/workers") => caller.workers(),
         ("POST", "/api/v1/workers/{worker_id}/status") => {
-            caller.worker_status("w1", json!({"status": "idle"}))
+            caller.worker_status(&caller_worker, json!({"status": "idle"}))
         }
         ("GET", "/api/v1/dead-letter") => caller.dead_letter(),
         ("POST", "/api/v1/dead-letter/{id}/requeue") => {

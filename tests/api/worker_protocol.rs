@@ -5,7 +5,9 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+
+use forgeline::auth::Role;
 
 use crate::helpers::spawn_app;
 
@@ -253,6 +255,93 @@ async fn verification_events_move_the_task_to_verifying_and_record_step_results(
     assert_eq!(step["outcome"], "passed");
     assert_eq!(step["duration_ms"], 4200);
     assert_eq!(step["output_tail"], "added 12 packages");
+    // Start and finish reported in one batch without timestamps: the
+    // worker's duration places the start, it is not stamped at arrival.
+    let ms = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp_nanos()
+            / 1_000_000
+    };
+    assert_eq!(ms(&step["finished_at"]) - ms(&step["started_at"]), 4200);
+
+    // A finish carrying its own timestamp, with no start reported.
+    app.lease_call(
+        &lease,
+        "events",
+        json!({"events": [
+            {"type": "verification_finished", "step": "npm-build", "exit_code": 0,
+             "duration_ms": 8400, "timestamp": "2026-01-01T00:00:10Z"},
+        ]}),
+    )
+    .await;
+    let task = app.task(t["id"].as_str().unwrap()).await;
+    let step = &task["runs"][0]["steps"][1];
+    assert_eq!(step["name"], "npm-build");
+    assert_eq!(step["started_at"], "2026-01-01T00:00:01.600Z");
+    assert_eq!(step["finished_at"], "2026-01-01T00:00:10.000Z");
+    assert_eq!(step["duration_ms"], 8400);
+}
+
+#[tokio::test]
+async fn a_worker_id_belongs_to_the_principal_that_first_uses_it() {
+    let app = spawn_app().await;
+    app.submit(json!({"queue": "q"})).await;
+    let (a, b) = (
+        app.api_as("worker-a", &[Role::Worker]),
+        app.api_as("worker-b", &[Role::Worker]),
+    );
+    let r = a.lease("q", "agent-7", 1, 0).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["leases"].as_array().unwrap().len(), 1);
+
+    // B can neither overwrite A's status nor lease under A's id.
+    let r = b.worker_status("agent-7", json!({"status": "idle"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "forbidden");
+    assert!(
+        !r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("worker-a"),
+        "the owner is not named"
+    );
+    app.submit(json!({"queue": "q"})).await;
+    assert_eq!(
+        b.lease("q", "agent-7", 1, 0).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let ws = app.api().workers().await.body;
+    assert_eq!(
+        ws["workers"][0]["status"], "busy",
+        "A's status is untouched"
+    );
+
+    // A's own reports go through; once A says it is offline, the id is free.
+    assert_eq!(
+        a.worker_status("agent-7", json!({"status": "draining"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        a.worker_status("agent-7", json!({"status": "offline"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = b.lease("q", "agent-7", 1, 0).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["leases"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        a.worker_status("agent-7", json!({"status": "idle"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
