@@ -27,6 +27,10 @@ pub struct ReviewConfig {
     pub max_reviewer_labels: usize,
     /// Per-queue policy, `[review.queues.NAME]`.
     pub queues: BTreeMap<String, QueueReview>,
+    /// Whether a principal may claim, be assigned or decide a review of a
+    /// task it submitted (four eyes: refused by default; without auth every
+    /// caller is `anonymous` and the rule does not apply).
+    pub allow_self_review: bool,
 }
 
 impl Default for ReviewConfig {
@@ -43,6 +47,7 @@ impl Default for ReviewConfig {
                 .collect(),
             max_reviewer_labels: 50,
             queues: BTreeMap::new(),
+            allow_self_review: false,
         }
     }
 }

@@ -38,6 +38,7 @@ impl Pipeline {
                     format!("{reviewer} has already decided review {id}"),
                 ));
             }
+            self.check_four_eyes(&load_task(txn, t.task_id)?, &t, reviewer)?;
             let renew = matches!(&t.state, TicketState::Claimed { by, .. } if by == reviewer);
             t.state = TicketState::Claimed {
                 by: reviewer.to_string(),
@@ -145,6 +146,7 @@ impl Pipeline {
                     format!("{to} has already decided review {id}"),
                 ));
             }
+            self.check_four_eyes(&load_task(txn, t.task_id)?, &t, to)?;
             t.state = TicketState::Assigned {
                 to: to.to_string(),
                 by: by.to_string(),

@@ -47,6 +47,7 @@ impl Pipeline {
                     return Err(conflict("already_decided", format!("{reviewer} has already decided review {id}")));
                 }
                 let task = load_task(txn, t.task_id)?;
+                self.check_four_eyes(&task, &t, reviewer)?;
                 let run = txn
                     .get::<RunRecord>(&keys::run(&t.run_id.to_bytes()))?
                     .ok_or_else(|| PipelineError::not_found("run", t.run_id))?;

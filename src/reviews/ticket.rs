@@ -239,3 +239,29 @@ impl Pipeline {
         }))
     }
 }
+
+impl Pipeline {
+    /// Four eyes: refuses (403) when `principal` submitted the ticket's
+    /// task, unless `review.allow_self_review` is set or auth is off (every
+    /// caller is then `anonymous`).
+    pub(crate) fn check_four_eyes(
+        &self,
+        task: &crate::model::TaskRecord,
+        ticket: &Ticket,
+        principal: &str,
+    ) -> Result<(), PipelineError> {
+        let cfg = self.config();
+        if cfg.review.allow_self_review
+            || cfg.auth.mode == crate::config::AuthMode::None
+            || task.submitted_by != principal
+        {
+            return Ok(());
+        }
+        Err(PipelineError::Forbidden {
+            message: format!(
+                "{principal} submitted task {}; review {} needs another principal (review.allow_self_review is off)",
+                task.id, ticket.id
+            ),
+        })
+    }
+}

@@ -12,6 +12,7 @@ use forgeline::model::{CheckKind, Stage, Verdict};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::client::TestClient;
 use crate::helpers::{self, policy, spawn_app, spawn_app_with, TestApp};
 
 /// Submits a task on `queue` (with `extra` fields), leases and completes it
@@ -801,5 +802,69 @@ async fn review_actions_are_audited_and_need_the_right_role() {
     assert!(
         details.iter().any(|d| d.starts_with("forbidden")),
         "{details:?}"
+    );
+}
+
+/// A task carol (submitter and reviewer) submitted, waiting at review.
+async fn own_task_at_review(app: &TestApp) -> (TestClient, Value) {
+    let carol = app.api_as("carol", &[Role::Submitter, Role::Reviewer]);
+    let r = carol
+        .submit(json!({"queue": "q", "review": {"required": true}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let l = app.lease("q", "w", 1).await.remove(0);
+    let done = app
+        .lease_call(&l, "complete", json!({"result": {"ok": 1}}))
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+    let task = app.task(r.body["id"].as_str().unwrap()).await;
+    assert_eq!(task["state"], "awaiting_review");
+    (carol, task)
+}
+
+#[tokio::test]
+async fn four_eyes_a_principal_cannot_review_a_task_it_submitted() {
+    let app = spawn_app().await;
+    let (carol, task) = own_task_at_review(&app).await;
+    let ticket = ticket_of(&app, &task).await;
+
+    let r = carol.claim(&ticket).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs another principal"),
+        "{:?}",
+        r.body
+    );
+    let r = carol.vote(&ticket, "approved", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let admin = app.api_as("root", &[Role::ReviewAdmin]);
+    let r = admin.assign(&ticket, "carol").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let unchanged = ticket_of(&app, &task).await;
+    assert_eq!(unchanged["state"], "open");
+    assert_eq!(unchanged["approvals"], 0);
+
+    // Another reviewer decides it.
+    let dave = app.api_as("dave", &[Role::Reviewer]);
+    let r = dave.vote(&ticket, "approved", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let done = app.task(task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "completed");
+}
+
+#[tokio::test]
+async fn allow_self_review_lets_the_submitter_decide() {
+    let app = spawn_app_with(|c| c.review.allow_self_review = true).await;
+    let (carol, task) = own_task_at_review(&app).await;
+    let ticket = ticket_of(&app, &task).await;
+    assert_eq!(carol.claim(&ticket).await.status, StatusCode::OK);
+    let r = carol.vote(&ticket, "approved", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        app.task(task["id"].as_str().unwrap()).await["state"],
+        "completed"
     );
 }

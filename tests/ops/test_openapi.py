@@ -746,7 +746,8 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/api/v1/workers", note="workers after reports")
 
     # --- reviews: claim, release, assign, decide ---------------------------
-    r1 = s.submit({"queue": "rq", "review": {"required": True}, "steps": ["test"]}, note="submit R1")
+    r1 = s.submit({"queue": "rq", "review": {"required": True}, "steps": ["test"]}, token="alice",
+                  note="submit R1 (alice, so admin may review it)")
     g1 = s.lease_one("rq", note="lease R1")
     held = s.complete(g1, {"ok": True}, note="complete R1").json
     assert held["state"] == "awaiting_review", held
@@ -792,7 +793,7 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/api/v1/reviews", token="obs", expect=(403,), note="observer lists reviews")
 
     # changes_requested, then the next lease carries the feedback
-    r2 = s.submit({"queue": "rq2", "review": {"required": True}}, note="submit R2")
+    r2 = s.submit({"queue": "rq2", "review": {"required": True}}, token="alice", note="submit R2")
     s.complete(s.lease_one("rq2", note="lease R2"), {"v": 1}, note="complete R2")
     t2 = s.ticket_of(r2["id"], "rq2")["id"]
     h2 = s.dossier_hash(t2)
@@ -817,13 +818,20 @@ def run_scenario(s: Scenario) -> None:
     s.call("POST", assign, {"id": t3}, body={"reviewer": "bob"}, expect=(409,),
            note="assign to a reviewer who voted")
     s.call("POST", claim, {"id": t3}, token="carol", note="carol claims")
+    # Four eyes: admin submitted R3, so it may neither vote on it nor be assigned it.
+    s.call("POST", decide, {"id": t3}, body={"outcome": "approved", "dossier_hash": h3},
+           expect=(403,), note="admin decides a task it submitted")
+    s.call("POST", release, {"id": t3}, token="carol", note="carol releases")
+    s.call("POST", claim, {"id": t3}, expect=(403,), note="admin claims a task it submitted")
+    s.call("POST", assign, {"id": t3}, body={"reviewer": "admin"}, expect=(403,),
+           note="assign to the task's submitter")
 
     # --- guardrails: input flag and block, tool flag and block, output block
     s.call("POST", T, body={"queue": "gq", "payload": {"cmd": "rm -rf /"}}, expect=(422,),
            note="input-stage block")
     s.call("POST", T + "/stream", body={"queue": "gq", "payload": {"cmd": "rm -rf /"}},
            expect=(422,), note="input-stage block on the stream route")
-    gt = s.submit({"queue": "gq", "payload": {"notes": "x" * 300}}, note="submit G (flagged)")
+    gt = s.submit({"queue": "gq", "payload": {"notes": "x" * 300}}, token="alice", note="submit G (flagged)")
     gg = s.lease_one("gq", note="lease G")
     gl = {"lease_id": gg["lease_id"]}
     flagged = s.call("POST", ev, gl, note="tool-stage flag", body={"token": gg["token"], "events": [

@@ -62,6 +62,20 @@ def client(server: Server, admin_token: str) -> Iterator[forgeline.Client]:
         yield c
 
 
+@pytest.fixture(scope="session")
+def submitter_token(server: Server) -> str:
+    """A submitter token (principal ``sdk-submitter``): reviews of its tasks
+    are decided by another principal (four eyes)."""
+    return server.token("sdk-submitter", "submitter", "observer")
+
+
+@pytest.fixture
+def submitter_client(server: Server, submitter_token: str) -> Iterator[forgeline.Client]:
+    """A client with the submitter token."""
+    with forgeline.Client(server.url, submitter_token) as c:
+        yield c
+
+
 @pytest.fixture
 def worker_client(server: Server, worker_token: str) -> Iterator[forgeline.Client]:
     """A client with the worker token."""

@@ -1,5 +1,7 @@
 """The review gate through the SDK: claim and approve; changes requested;
-a decision bound to a stale dossier is a typed conflict."""
+a decision bound to a stale dossier is a typed conflict; a principal cannot
+review its own task (four eyes). Tasks are submitted by ``sdk-submitter`` and
+reviewed by ``admin``."""
 
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ def _pending_ticket(client: forgeline.Client, task_id: str, not_id: str | None =
 
 
 def test_a_task_that_needs_review_completes_once_a_reviewer_claims_and_approves_it(
-    client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any, wait_for_task: Any
+    client: forgeline.Client, submitter_client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any, wait_for_task: Any
 ) -> None:
     workers.start(forgeline.Worker(worker_client, queue, lambda ctx: {"pr": 17}, poll_wait_ms=500))
-    task = client.submit({"goal": "refactor"}, queue=queue, review=True)
+    task = submitter_client.submit({"goal": "refactor"}, queue=queue, review=True)
 
     ticket = _pending_ticket(client, task.id)
     assert ticket.state == "open" and ticket.task_id == task.id
@@ -48,14 +50,14 @@ def test_a_task_that_needs_review_completes_once_a_reviewer_claims_and_approves_
 
 
 def test_a_decision_on_a_dossier_that_changed_since_it_was_read_is_a_stale_dossier_conflict(
-    client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any, wait_for_task: Any
+    client: forgeline.Client, submitter_client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any, wait_for_task: Any
 ) -> None:
     def handle(ctx: forgeline.TaskContext) -> Any:
         feedback = ctx.review_feedback.comment if ctx.review_feedback else None
         return {"attempt": ctx.attempt, "feedback": feedback}
 
     workers.start(forgeline.Worker(worker_client, queue, handle, poll_wait_ms=500))
-    task = client.submit({"goal": "report"}, queue=queue, review=True)
+    task = submitter_client.submit({"goal": "report"}, queue=queue, review=True)
 
     first = _pending_ticket(client, task.id)
     seen_hash = client.get_review(first.id).current_dossier_hash
@@ -79,9 +81,11 @@ def test_a_decision_on_a_dossier_that_changed_since_it_was_read_is_a_stale_dossi
     assert done.result == {"attempt": 2, "feedback": "add totals"}
 
 
-def test_review_conflicts_are_typed(client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any) -> None:
+def test_review_conflicts_are_typed(
+    client: forgeline.Client, submitter_client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any
+) -> None:
     workers.start(forgeline.Worker(worker_client, queue, lambda ctx: "x", poll_wait_ms=500))
-    task = client.submit(None, queue=queue, review=True)
+    task = submitter_client.submit(None, queue=queue, review=True)
     ticket = _pending_ticket(client, task.id)
     with pytest.raises(forgeline.NotHeld):
         client.release_review(ticket.id)
@@ -95,3 +99,19 @@ def test_review_conflicts_are_typed(client: forgeline.Client, worker_client: for
     assert caught.value.code == "ticket_closed"
     with pytest.raises(ValueError):
         client.decide(ticket.id, "maybe")
+
+
+def test_a_principal_cannot_review_a_task_it_submitted(
+    client: forgeline.Client, worker_client: forgeline.Client, queue: str, workers: Any, wait_for_task: Any
+) -> None:
+    workers.start(forgeline.Worker(worker_client, queue, lambda ctx: "mine", poll_wait_ms=500))
+    task = client.submit(None, queue=queue, review=True)  # admin submits…
+    ticket = _pending_ticket(client, task.id)
+    with pytest.raises(forgeline.Forbidden) as caught:
+        client.claim_review(ticket.id)  # …so admin may not review it
+    assert caught.value.status == 403 and "needs another principal" in str(caught.value)
+    with pytest.raises(forgeline.Forbidden):
+        client.decide(ticket.id, "approved")
+    assert client.get_review(ticket.id).state == "open"
+    client.assign_review(ticket.id, "bob")  # review_admin hands it to someone else
+    assert client.get_review(ticket.id).holder == "bob"
