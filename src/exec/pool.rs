@@ -220,10 +220,15 @@ impl Executor {
             finished.duration_ms = Some(out.duration.as_millis() as u64);
             finished.output_tail = Some(out.output_tail.clone());
             finished.error = out.error.clone();
-            let _ = self
+            // A guardrail that blocks the step's output fails the task now
+            // (the events are not stored; complete would refuse the run).
+            if let Err(e @ PipelineError::Blocked { .. }) = self
                 .pipeline
                 .report_events(lease_id, token, None, vec![finished])
-                .await;
+                .await
+            {
+                return Err((e.to_string(), false));
+            }
             if out.outcome != StepOutcome::Passed {
                 let msg = out
                     .error

@@ -11,11 +11,11 @@ use crate::clock::{format_rfc3339, Millis};
 use crate::guardrails::Subject;
 use crate::model::{
     Action, Decision, EventKind, EventRecord, LeaseId, LeaseRecord, RunOutcome, RunRecord,
-    ScheduleReason, Stage, StateKind, StoredDecision, TaskRecord, TaskState,
+    ScheduleReason, Stage, StateKind, StoredDecision, TaskRecord, TaskState, Verdict,
 };
 use crate::pipeline::transition::{move_to, Move};
 use crate::pipeline::{end_lease, enforce, finish_run, Pipeline, PipelineError};
-use crate::store::{keys, Txn};
+use crate::store::Txn;
 use crate::workers::worker_done;
 
 /// What a worker reports when it gives up a task.
@@ -74,12 +74,16 @@ impl Pipeline {
         // the record); a block then fails the task; otherwise the lease and
         // run end and the task completes or waits for review. Nothing is
         // observed in metrics before the write has succeeded.
-        let (task, run, decisions) = self
+        let (task, run, decisions, block) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
                 let decisions =
                     self.screen_output(txn, out, &lease, &task, result.as_deref(), now)?;
-                let run = match enforce::blocking(&decisions) {
+                let block = match enforce::blocking(&decisions) {
+                    Some(b) => Some(b.clone()),
+                    None => step_output_block(txn, &lease)?,
+                };
+                let run = match &block {
                     Some(block) => fail_blocked(txn, out, &lease, &mut task, block, now)?,
                     None => self.complete_or_hold(
                         txn,
@@ -92,14 +96,14 @@ impl Pipeline {
                     )?,
                 };
                 idle_worker(txn, &lease, now)?;
-                Ok((task, run, decisions))
+                Ok((task, run, decisions, block))
             })
             .await?;
         self.count_decisions(&decisions);
-        if let Some(block) = enforce::blocking(&decisions) {
+        if let Some(block) = block {
             self.metrics
                 .observe_task_end(&task, run.as_ref(), "failed", self.now());
-            return Err(enforce::blocked(block));
+            return Err(enforce::blocked(&block));
         }
         if task.state.kind() == StateKind::Completed {
             self.metrics
@@ -124,8 +128,7 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the output-stage guardrails over the result and the run's step
-    /// output, and stores their non-allow decisions (with their events).
+    /// Runs the output-stage guardrails over the result and stores their non-allow decisions (with their events).
     fn screen_output(
         &self,
         txn: &mut Txn<'_>,
@@ -135,19 +138,13 @@ impl Pipeline {
         result: Option<&str>,
         now: Millis,
     ) -> Result<Vec<Decision>, PipelineError> {
-        // The output stage sees the result and the run's step output.
-        let run_now = txn
-            .get::<RunRecord>(&keys::run(&lease.run_id.to_bytes()))?
-            .ok_or_else(|| PipelineError::not_found("run", lease.run_id))?;
-        let mut text = result.unwrap_or_default().to_string();
-        for s in &run_now.steps {
-            text.push('\n');
-            text.push_str(s.output_tail.as_deref().unwrap_or_default());
-        }
+        // The output stage sees the result here; each step's output was
+        // screened, unredacted, when it was reported (`report_events`), and
+        // a block recorded then still stops this run from completing.
         let decisions = self.guardrails.evaluate(Subject {
             stage: Stage::Output,
             queue: task.queue.as_str(),
-            text: &text,
+            text: result.unwrap_or_default(),
             tool: None,
         });
         enforce::record(txn, out, task, Some(lease.run_id), &decisions, now)?;
@@ -403,6 +400,22 @@ fn stored_with(
             }),
     );
     Ok(stored)
+}
+
+/// A block the output stage gave this run's step output when it was
+/// reported: the run may not complete past it.
+fn step_output_block(
+    txn: &Txn<'_>,
+    lease: &LeaseRecord,
+) -> Result<Option<Decision>, PipelineError> {
+    Ok(crate::reviews::decisions_of(txn, lease.task_id)?
+        .into_iter()
+        .find(|d| {
+            d.run_id == Some(lease.run_id)
+                && d.decision.stage == Stage::Output
+                && d.decision.verdict == Verdict::Block
+        })
+        .map(|d| d.decision))
 }
 
 /// The worker that held `lease` is done with its task.

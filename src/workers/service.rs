@@ -146,11 +146,16 @@ impl Pipeline {
         events: Vec<AgentEvent>,
     ) -> Result<Reported, PipelineError> {
         let now = self.now();
-        let events: Vec<AgentEvent> = events.into_iter().map(AgentEvent::redacted).collect();
+        // The guardrails judge what the worker sent; what is stored is
+        // redacted (after the verdict), so a secret in step output is both
+        // caught and kept out of the store.
+        let raw = events;
+        let events: Vec<AgentEvent> = raw.iter().cloned().map(AgentEvent::redacted).collect();
         let (ids, decisions) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
-                let decisions = self.tool_stage(&task, &events);
+                let mut decisions = self.tool_stage(&task, &raw);
+                decisions.extend(self.step_output_stage(&task, &raw));
                 // The decisions are recorded even when one blocks; a block
                 // stores none of the batch's events.
                 enforce::record(txn, out, &task, Some(lease.run_id), &decisions, now)?;
@@ -189,6 +194,32 @@ impl Pipeline {
                 queue: task.queue.as_str(),
                 text: &text,
                 tool: e.tool_name.as_deref(),
+            }));
+        }
+        decisions
+    }
+
+    /// The output stage over each finished step's own output and error,
+    /// unredacted, as it is reported (the result is screened at complete).
+    fn step_output_stage(&self, task: &TaskRecord, events: &[AgentEvent]) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == AgentEventKind::VerificationFinished)
+        {
+            let text = [e.output_tail.as_deref(), e.error.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n");
+            if text.is_empty() {
+                continue;
+            }
+            decisions.extend(self.guardrails.evaluate(Subject {
+                stage: Stage::Output,
+                queue: task.queue.as_str(),
+                text: &text,
+                tool: None,
             }));
         }
         decisions

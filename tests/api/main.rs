@@ -20,6 +20,7 @@ mod redaction;
 mod reviews;
 mod security;
 mod soak;
+mod step_output_guardrails;
 mod streams;
 mod tasks;
 mod traces;
