@@ -93,5 +93,37 @@ impl Pipeline {
             self.timer.notify_one();
         }
         self.metrics.observe_events(events);
+        self.log_transitions(events);
+    }
+
+    /// One log line per task state change (target `forgeline::task`), with
+    /// the task's ids: task, run, trace, and the `correlation_id`,
+    /// `project_id` (or `project`) and `execution_id` labels when it has them.
+    fn log_transitions(&self, events: &[EventRecord]) {
+        if !tracing::enabled!(target: "forgeline::task", tracing::Level::INFO) {
+            return;
+        }
+        for e in events.iter().filter(|e| e.state_after.is_some()) {
+            let task = self
+                .store
+                .get::<TaskRecord>(&keys::task(&e.task_id.to_bytes()))
+                .ok()
+                .flatten();
+            let label = |k: &str| task.as_ref().and_then(|t| t.labels.get(k).cloned());
+            tracing::info!(
+                target: "forgeline::task",
+                task_id = %e.task_id,
+                queue = e.queue.as_str(),
+                event = e.kind.as_str(),
+                state = e.state_after.as_deref(),
+                attempt = e.attempt,
+                run_id = e.run_id.map(|r| r.to_string()),
+                trace_id = e.trace_id.as_deref(),
+                correlation_id = label("correlation_id"),
+                project_id = label("project_id").or_else(|| label("project")),
+                execution_id = label("execution_id"),
+                "task transition"
+            );
+        }
     }
 }

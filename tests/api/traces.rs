@@ -281,3 +281,40 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
         .expect("the lease request has a server span");
     assert_ne!(hex(&lease_span.trace_id), caller_trace);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_transition_is_a_log_line_with_the_tasks_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let c = server.api();
+    let labels = json!({"correlation_id": "c-9", "project": "web", "execution_id": "e-1"});
+    let t = c
+        .submit(json!({"queue": "logq", "labels": labels}))
+        .await
+        .expect(StatusCode::CREATED);
+    let id = t["id"].as_str().unwrap().to_string();
+    let l = c.lease("logq", "w-log", 1, 0).await.expect(StatusCode::OK);
+    let l = &l["leases"][0];
+    c.complete(l, None).await.expect(StatusCode::OK);
+    let logs = server.log_text();
+    assert!(server.terminate().success());
+
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "task transition" && l["task_id"] == id.as_str())
+        .collect();
+    let states: Vec<&str> = lines.iter().map(|l| l["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["queued", "running", "completed"], "{logs}");
+    for line in &lines {
+        assert_eq!(line["target"], "forgeline::task");
+        assert_eq!(line["queue"], "logq");
+        assert_eq!(line["correlation_id"], "c-9");
+        assert_eq!(line["project_id"], "web");
+        assert_eq!(line["execution_id"], "e-1");
+        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32), "{line}");
+    }
+    assert_eq!(lines[1]["event"], "task_leased");
+    assert_eq!(lines[1]["run_id"], l["run_id"]);
+    assert_eq!(lines[2]["run_id"], l["run_id"]);
+}
