@@ -18,7 +18,7 @@ use crate::auth::Route;
 use crate::clock::format_rfc3339;
 use crate::http::body::parse_json;
 use crate::http::{endpoint, json_reply, serve, Api, ApiError, Call};
-use crate::model::{step_spec_json, LeaseId, QueueName, WorkerId};
+use crate::model::{step_spec_json, LeaseId, QueueName};
 use crate::pipeline::Pipeline;
 use crate::queue::{Failure, Grant, LeaseRequest};
 use crate::workers::normalize_event;
@@ -138,7 +138,7 @@ async fn lease(mut c: Call, queue: String) -> Result<Response, ApiError> {
     c.query().only(&[])?;
     let queue = QueueName::parse(&queue).map_err(|e| ApiError::invalid("queue", e.0))?;
     let b: LeaseBody = parse_json(&c.body().await?)?;
-    let worker = WorkerId::parse(&b.worker_id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
+    let worker = crate::api::workers::external_worker_id(&b.worker_id)?;
     let cfg = &c.p().config().queue;
     if b.max == 0 || b.max > cfg.max_batch {
         return Err(ApiError::invalid(

@@ -43,7 +43,7 @@ fn list(c: &Call) -> Result<Response, ApiError> {
 
 async fn report(mut c: Call, id: String) -> Result<Response, ApiError> {
     c.query().only(&[])?;
-    let worker = WorkerId::parse(&id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
+    let worker = external_worker_id(&id)?;
     let v: Value = parse_json(&c.body().await?)?;
     let report = normalize_status(&v)
         .map_err(|e| ApiError::invalid(e.field.as_deref().unwrap_or("body"), e.message))?;
@@ -52,4 +52,17 @@ async fn report(mut c: Call, id: String) -> Result<Response, ApiError> {
         .report_status(&worker, &c.who.principal, report)
         .await?;
     Ok(json_reply(StatusCode::OK, &worker_json(&rec)))
+}
+
+/// A worker id given by an API caller: valid, and not one of the built-in
+/// executor's (`builtin-N`), which no external worker may take over.
+pub(crate) fn external_worker_id(id: &str) -> Result<WorkerId, ApiError> {
+    let worker = WorkerId::parse(id).map_err(|e| ApiError::invalid("worker_id", e.0))?;
+    if worker.as_str().starts_with("builtin-") {
+        return Err(ApiError::invalid(
+            "worker_id",
+            "worker ids starting with builtin- are reserved for the built-in executor",
+        ));
+    }
+    Ok(worker)
 }

@@ -128,7 +128,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the output-stage guardrails over the result and stores their non-allow decisions (with their events).
+    /// Runs the output-stage guardrails over the result and stores their
+    /// non-allow decisions (with their events).
     fn screen_output(
         &self,
         txn: &mut Txn<'_>,

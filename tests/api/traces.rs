@@ -153,6 +153,9 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
                 {"type": "tool_invoked", "agent_name": "coder", "tool_name": "read_file",
                  "tool_call_id": "call_1", "duration_ms": 3},
                 {"type": "agent_finished", "agent_name": "coder", "duration_ms": 30},
+                // An agent that never reports agent_finished.
+                {"type": "agent_started", "agent_name": "critic"},
+                {"type": "tool_invoked", "agent_name": "critic", "tool_name": "grep"},
                 {"type": "verification_started", "step": "unit"},
                 {"type": "verification_finished", "step": "unit", "outcome": "passed", "duration_ms": 12},
             ]),
@@ -272,6 +275,19 @@ async fn one_task_is_one_trace_from_the_callers_span_to_steps_agents_and_tools()
     );
     assert_eq!(attr(tool, "gen_ai.tool.name").as_deref(), Some("read_file"));
     assert_eq!(attr(tool, "gen_ai.tool.call.id").as_deref(), Some("call_1"));
+    assert_eq!(attr(agent, "forgeline.agent.unfinished"), None);
+    // The unfinished agent ends with its run, and its tool nests under it.
+    let critic = get("invoke_agent critic");
+    assert_eq!(hex(&critic.parent_span_id), run_span_id);
+    assert_eq!(
+        attr(critic, "forgeline.agent.unfinished").as_deref(),
+        Some("true")
+    );
+    assert_eq!(critic.end_time_unix_nano, run.end_time_unix_nano);
+    assert_eq!(
+        hex(&get("execute_tool grep").parent_span_id),
+        hex(&critic.span_id)
+    );
     // The worker sent no traceparent, so its own requests are traces of
     // their own; the task's trace holds the run it worked on.
     let lease_span = spans

@@ -342,6 +342,15 @@ async fn a_worker_id_belongs_to_the_principal_that_first_uses_it() {
             .status,
         StatusCode::FORBIDDEN
     );
+
+    // The built-in executor's ids are nobody else's.
+    let r = a.lease("q", "builtin-0", 1, 0).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["error"]["details"]["field"], "worker_id");
+    let r = a
+        .worker_status("builtin-1", json!({"status": "idle"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]

@@ -178,23 +178,38 @@ impl Exporting {
             (None, Some(ms)) => e.at.saturating_sub(ms),
             (None, None) => e.at,
         };
-        let mut attrs = vec![
-            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-            KeyValue::new("gen_ai.agent.name", agent.to_string()),
-        ];
-        attrs.extend(task_attrs(t, e.attempt));
-        let failed = text(d, "error").is_some();
+        let mut attrs = task_attrs(t, e.attempt);
         if let Some(err) = text(d, "error") {
             attrs.push(KeyValue::new("error.type", "agent_error"));
             attrs.push(KeyValue::new("forgeline.error", err.to_string()));
         }
+        self.emit_agent(&run, agent, (start, e.at), attrs);
+    }
+
+    /// An `invoke_agent` span, a child of the run; an error when `attrs`
+    /// carry `error.type`.
+    fn emit_agent(
+        &self,
+        run: &SpanCtx,
+        agent: &str,
+        (start, end): (u64, u64),
+        mut attrs: Vec<KeyValue>,
+    ) {
+        let failed = attrs.iter().any(|kv| kv.key.as_str() == "error.type");
+        attrs.splice(
+            0..0,
+            [
+                KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+                KeyValue::new("gen_ai.agent.name", agent.to_string()),
+            ],
+        );
         self.emit(
-            agent_span(&run, agent),
+            agent_span(run, agent),
             Some((run.span_id, false)),
             SpanKind::Internal,
             format!("invoke_agent {agent}"),
             at(start),
-            at(e.at),
+            at(end),
             attrs,
             Vec::new(),
             if failed {
@@ -287,15 +302,28 @@ impl Exporting {
         );
     }
 
-    /// A run ended: its `run` span, a child of the task's, and the end of its
-    /// agents' open entries (a finish that never came is dropped here).
+    /// A run ended: its `run` span, a child of the task's. An agent of the
+    /// run that started and never sent `agent_finished` ends with the run
+    /// (`forgeline.agent.unfinished`), so its tool spans keep their parent.
     fn on_run_end(&self, task: &SpanCtx, t: &TaskRecord, run: &RunRecord) {
         let Some(ended) = run.ended_at else { return };
         let span = run_span(task, &run.id);
+        let mut unfinished = Vec::new();
         self.agents
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(s, _), _| *s != span.span_id);
+            .retain(|(s, agent), started| {
+                let mine = *s == span.span_id;
+                if mine {
+                    unfinished.push((agent.clone(), *started));
+                }
+                !mine
+            });
+        for (agent, started) in unfinished {
+            let mut attrs = task_attrs(t, run.attempt);
+            attrs.push(KeyValue::new("forgeline.agent.unfinished", true));
+            self.emit_agent(&span, &agent, (started, ended), attrs);
+        }
         let outcome = run.outcome.map(|o| match o {
             RunOutcome::Completed => "completed",
             RunOutcome::Retried => "retried",
