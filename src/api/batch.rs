@@ -58,13 +58,9 @@ struct CompleteItem {
 struct FailItem {
     lease_id: String,
     token: u64,
-    #[serde(default = "yes")]
+    #[serde(default = "super::queue::yes")]
     retryable: bool,
     error: String,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Deserialize)]

@@ -205,7 +205,8 @@ struct FailBody {
     error: String,
 }
 
-fn yes() -> bool {
+/// `retryable` unless the worker says otherwise.
+pub(super) fn yes() -> bool {
     true
 }
 

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::future::Future;
 
 use super::{Pipeline, PipelineError};
-use crate::model::{EventKind, EventRecord, RunRecord, TaskRecord};
+use crate::model::{EventKind, EventRecord, RunRecord, TaskId, TaskRecord};
 use crate::store::{keys, Commit, Txn};
 
 tokio::task_local! {
@@ -103,13 +103,19 @@ impl Pipeline {
         if !tracing::enabled!(target: "forgeline::task", tracing::Level::INFO) {
             return;
         }
+        // A write appends a task's events together: one lookup per run of them.
+        let mut task: Option<(TaskId, Option<TaskRecord>)> = None;
         for e in events.iter().filter(|e| e.state_after.is_some()) {
-            let task = self
-                .store
-                .get::<TaskRecord>(&keys::task(&e.task_id.to_bytes()))
-                .ok()
-                .flatten();
-            let label = |k: &str| task.as_ref().and_then(|t| t.labels.get(k).cloned());
+            if task.as_ref().is_none_or(|(id, _)| *id != e.task_id) {
+                let record = self
+                    .store
+                    .get::<TaskRecord>(&keys::task(&e.task_id.to_bytes()))
+                    .ok()
+                    .flatten();
+                task = Some((e.task_id, record));
+            }
+            let task = task.as_ref().and_then(|(_, t)| t.as_ref());
+            let label = |k: &str| task.and_then(|t| t.labels.get(k).cloned());
             tracing::info!(
                 target: "forgeline::task",
                 task_id = %e.task_id,

@@ -77,23 +77,27 @@ impl Pipeline {
         let (task, run, decisions, block) = self
             .commit(|txn, out| {
                 let (lease, mut task) = self.check_lease(txn, lease_id, token, holder, now)?;
+                // Read once, before this write adds to them.
+                let earlier = crate::reviews::decisions_of(txn, task.id)?;
                 let decisions =
                     self.screen_output(txn, out, &lease, &task, result.as_deref(), now)?;
-                let block = match enforce::blocking(&decisions) {
-                    Some(b) => Some(b.clone()),
-                    None => step_output_block(txn, &lease)?,
-                };
+                let block = enforce::blocking(&decisions)
+                    .cloned()
+                    .or_else(|| step_output_block(&earlier, &lease));
                 let run = match &block {
                     Some(block) => fail_blocked(txn, out, &lease, &mut task, block, now)?,
-                    None => self.complete_or_hold(
-                        txn,
-                        out,
-                        &lease,
-                        &mut task,
-                        result.clone(),
-                        &decisions,
-                        now,
-                    )?,
+                    None => {
+                        let stored = stored_with(earlier, &task, &lease, &decisions, now);
+                        self.complete_or_hold(
+                            txn,
+                            out,
+                            &lease,
+                            &mut task,
+                            result.clone(),
+                            &stored,
+                            now,
+                        )?
+                    }
                 };
                 idle_worker(txn, &lease, now)?;
                 Ok((task, run, decisions, block))
@@ -163,7 +167,7 @@ impl Pipeline {
         lease: &LeaseRecord,
         task: &mut TaskRecord,
         result: Option<String>,
-        decisions: &[Decision],
+        stored: &[StoredDecision],
         now: Millis,
     ) -> Result<Option<RunRecord>, PipelineError> {
         let lease_id = lease.id;
@@ -171,11 +175,10 @@ impl Pipeline {
         end_lease(txn, lease_id, now, "completed")?;
         let run = finish_run(txn, lease.run_id, now, RunOutcome::Completed, None)?;
         task.result = result;
-        let stored = stored_with(txn, task, lease, decisions, now)?;
-        let flagged = !crate::reviews::flagged_by(&stored).is_empty();
+        let flagged = !crate::reviews::flagged_by(stored).is_empty();
         match (&run, task.review.required || flagged) {
             (Some(run), true) => {
-                self.open_ticket(txn, out, task, run, &stored, now)?;
+                self.open_ticket(txn, out, task, run, stored, now)?;
             }
             _ => {
                 let data = json!({
@@ -378,18 +381,17 @@ fn fail_blocked(
 }
 
 /// The task's guardrail decisions as the review gate must see them: those of
-/// earlier writes, plus this completion's own. The latter are added by hand
-/// because a scan inside a write sees committed data only, not the decisions
-/// `screen_output` has just stored in this same write.
+/// earlier writes (`earlier`, read before this one), plus this completion's
+/// own. The latter are added by hand because a scan inside a write sees
+/// committed data only, not the decisions `screen_output` has just stored.
 fn stored_with(
-    txn: &Txn<'_>,
+    mut earlier: Vec<StoredDecision>,
     task: &TaskRecord,
     lease: &LeaseRecord,
     decisions: &[Decision],
     now: Millis,
-) -> Result<Vec<StoredDecision>, PipelineError> {
-    let mut stored = crate::reviews::decisions_of(txn, task.id)?;
-    stored.extend(
+) -> Vec<StoredDecision> {
+    earlier.extend(
         decisions
             .iter()
             .filter(|d| d.action != Action::Allowed)
@@ -400,23 +402,21 @@ fn stored_with(
                 decision: d.clone(),
             }),
     );
-    Ok(stored)
+    earlier
 }
 
 /// A block the output stage gave this run's step output when it was
-/// reported: the run may not complete past it.
-fn step_output_block(
-    txn: &Txn<'_>,
-    lease: &LeaseRecord,
-) -> Result<Option<Decision>, PipelineError> {
-    Ok(crate::reviews::decisions_of(txn, lease.task_id)?
-        .into_iter()
+/// reported (among the task's `earlier` decisions): the run may not
+/// complete past it.
+fn step_output_block(earlier: &[StoredDecision], lease: &LeaseRecord) -> Option<Decision> {
+    earlier
+        .iter()
         .find(|d| {
             d.run_id == Some(lease.run_id)
                 && d.decision.stage == Stage::Output
                 && d.decision.verdict == Verdict::Block
         })
-        .map(|d| d.decision))
+        .map(|d| d.decision.clone())
 }
 
 /// The worker that held `lease` is done with its task.

@@ -132,12 +132,7 @@ async fn request_for(
     // A worker id belongs to the first principal that uses it: the admin
     // and each caller lease under ids of their own.
     let (admin_worker, caller_worker) = (format!("w-admin-{n}"), format!("w-caller-{n}"));
-    let lease_as = |client: &TestClient| {
-        let worker = if std::ptr::eq(client, admin) {
-            &admin_worker
-        } else {
-            &caller_worker
-        };
+    let lease_as = |client: &TestClient, worker: &str| {
         let lease = client.lease(&q, worker, 1, 0);
         async move { lease.await.body["leases"][0].clone() }
     };
@@ -163,7 +158,7 @@ async fn request_for(
         }
         ("GET", "/api/v1/runs/{run_id}") => {
             new_task().await;
-            let l = lease_as(admin).await;
+            let l = lease_as(admin, &admin_worker).await;
             caller.run(&l["run_id"])
         }
         ("GET", "/api/v1/events") => caller.events("max_events=1"),
@@ -172,9 +167,9 @@ async fn request_for(
             new_task().await;
             // A worker acts on its own lease; others on the admin's.
             let l = if role == Some(Role::Worker) {
-                lease_as(caller).await
+                lease_as(caller, &caller_worker).await
             } else {
-                lease_as(admin).await
+                lease_as(admin, &admin_worker).await
             };
             let action = p.rsplit('/').next().unwrap();
             let body = match action {
@@ -194,7 +189,7 @@ async fn request_for(
                 .submit(json!({"queue": q, "max_attempts": 1}))
                 .await
                 .body;
-            let l = lease_as(admin).await;
+            let l = lease_as(admin, &admin_worker).await;
             admin.fail(&l, "x", None).await;
             caller.requeue(&t)
         }
