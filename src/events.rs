@@ -10,6 +10,7 @@
 //! SSE reply needs a `Sync` stream; it ends on `max_events`, `idle_timeout`,
 //! the end of the task (task streams), client disconnect, or server shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::auth::{Sight, Viewer};
 use crate::model::{format_event_id, EventKind, EventRecord, TaskId};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::keys;
@@ -47,6 +49,9 @@ pub struct StreamSpec {
     pub max_events: Option<usize>,
     /// End after this long without an event.
     pub idle_timeout: Option<Duration>,
+    /// Who reads it: events of tasks the reader may not see are skipped, and
+    /// content is withheld where it sees only metadata (`auth.visibility`).
+    pub viewer: Viewer,
 }
 
 /// One item of a stream: an event, or a read failure that ends it.
@@ -69,8 +74,12 @@ pub fn open(
     ReceiverStream::new(rx)
 }
 
-fn to_sse(e: &EventRecord) -> warp::sse::Event {
-    let data = serde_json::to_string(&e.envelope()).unwrap_or_else(|_| "{}".into());
+fn to_sse(e: &EventRecord, sight: Sight) -> warp::sse::Event {
+    let mut envelope = e.envelope();
+    if sight == Sight::Metadata {
+        envelope.withhold_content();
+    }
+    let data = serde_json::to_string(&envelope).unwrap_or_else(|_| "{}".into());
     warp::sse::Event::default()
         .id(format_event_id(e.id))
         .event(e.kind.as_str())
@@ -87,6 +96,36 @@ fn wanted(scope: &Scope, e: &EventRecord) -> bool {
     }
 }
 
+/// What one stream's reader sees of each task, looked up once per task.
+struct Sights {
+    viewer: Viewer,
+    known: HashMap<TaskId, Option<Sight>>,
+}
+
+impl Sights {
+    /// Most tasks remembered before the memory starts over.
+    const MAX_KNOWN: usize = 4096;
+
+    fn of(&mut self, pipeline: &Pipeline, task: TaskId) -> Result<Option<Sight>, PipelineError> {
+        if let Some(s) = self.viewer.uniform() {
+            return Ok(Some(s));
+        }
+        if let Some(s) = self.known.get(&task) {
+            return Ok(*s);
+        }
+        let sight = match pipeline.task(task) {
+            Ok(t) => self.viewer.sight(&t.submitted_by),
+            Err(PipelineError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if self.known.len() >= Self::MAX_KNOWN {
+            self.known.clear();
+        }
+        self.known.insert(task, sight);
+        Ok(sight)
+    }
+}
+
 async fn produce(
     pipeline: &Pipeline,
     spec: StreamSpec,
@@ -97,6 +136,10 @@ async fn produce(
     let mut cursor = spec.after;
     let mut sent = 0usize;
     let idle = spec.idle_timeout;
+    let mut sights = Sights {
+        viewer: spec.viewer.clone(),
+        known: HashMap::new(),
+    };
     let mut idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
     loop {
         let upto = durable.borrow_and_update().event_id;
@@ -123,7 +166,10 @@ async fn produce(
                 if !wanted(&spec.scope, &e) {
                     continue;
                 }
-                if tx.send(Ok(to_sse(&e))).await.is_err() {
+                let Some(sight) = sights.of(pipeline, e.task_id)? else {
+                    continue;
+                };
+                if tx.send(Ok(to_sse(&e, sight))).await.is_err() {
                     return Ok(()); // client went away
                 }
                 sent += 1;

@@ -68,6 +68,9 @@ class Task:
         created_at, updated_at: RFC 3339 times.
         runs, events, reviews: Present on ``GET /tasks/{id}`` only.
         raw: The whole JSON object.
+        withheld: What the server held back from this caller (``payload``,
+            ``result``, ``step_output``, ``event_data``) when it may see only
+            the task's metadata (``auth.visibility = "own"``); empty otherwise.
     """
 
     id: str
@@ -89,6 +92,7 @@ class Task:
     events: list[Event]
     reviews: list[ReviewTicket]
     raw: dict[str, Any] = field(repr=False)
+    withheld: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Task:
@@ -114,6 +118,7 @@ class Task:
             events=[Event.from_json(e) for e in data.get("events") or []],
             reviews=[ReviewTicket.from_json(r) for r in data.get("reviews") or []],
             raw=dict(data),
+            withheld=[str(w) for w in data.get("withheld") or []],
         )
 
     @property

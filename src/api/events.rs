@@ -58,6 +58,7 @@ fn firehose(c: &Call) -> Result<Response, ApiError> {
         after: resume_point(last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
+        viewer: c.viewer(),
     };
     Ok(sse_response(c.p().clone(), spec, None))
 }

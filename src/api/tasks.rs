@@ -10,12 +10,12 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use super::views::{run_json, task_json, task_summary};
+use super::views::{event_json, run_json, task_json, task_summary, withhold_content};
 use crate::auth::matrix::{
     CANCEL_TASK, DOSSIER, GET_RUN, GET_TASK, LIST_TASKS, SUBMIT_AND_STREAM, SUBMIT_TASK,
     TASK_EVENTS,
 };
-use crate::auth::Role;
+use crate::auth::{Role, Sight};
 use crate::events::{self, Scope, StreamSpec};
 use crate::http::body::{parse_json, parse_json_or_default};
 use crate::http::query::Query;
@@ -165,6 +165,7 @@ async fn submit_and_stream(mut c: Call) -> Result<Response, ApiError> {
         after: 0,
         max_events,
         idle_timeout,
+        viewer: c.viewer(),
     };
     Ok(sse_response(c.p().clone(), spec, Some(task.id)))
 }
@@ -219,10 +220,12 @@ fn list_tasks(c: &Call) -> Result<Response, ApiError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let viewer = c.viewer();
     let filter = TaskFilter {
         state,
         queue: q.get("queue").map(str::to_string),
         labels,
+        submitted_by: (!viewer.sees_others()).then(|| viewer.principal().to_string()),
     };
     let page = c.p().list_tasks(&filter, cursor(&q)?, limit)?;
     Ok(json_reply(
@@ -244,15 +247,20 @@ pub fn cursor(q: &Query) -> Result<Option<TaskId>, ApiError> {
     }
 }
 
-/// A task with its runs and its last `n` events.
-pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Value, ApiError> {
+/// A task with its runs and its last `n` events, as `sight` shows it.
+pub fn task_with_history(
+    p: &Pipeline,
+    task: &TaskRecord,
+    n: usize,
+    sight: Sight,
+) -> Result<Value, ApiError> {
     let (events, truncated) = p.recent_events(task.id, n)?;
     let runs = p.runs_of(task)?;
     let mut v = task_json(task);
     v["runs"] = runs.iter().map(run_json).collect::<Vec<_>>().into();
     v["events"] = events
         .iter()
-        .map(|e| json!(e.envelope()))
+        .map(|e| event_json(e, sight))
         .collect::<Vec<_>>()
         .into();
     v["events_truncated"] = truncated.into();
@@ -269,6 +277,9 @@ pub fn task_with_history(p: &Pipeline, task: &TaskRecord, n: usize) -> Result<Va
         .map(|t| super::views::ticket_json(t, now))
         .collect::<Vec<_>>()
         .into();
+    if sight == Sight::Metadata {
+        withhold_content(&mut v);
+    }
     Ok(v)
 }
 
@@ -288,10 +299,10 @@ fn get_task(c: &Call, id: &str) -> Result<Response, ApiError> {
             }
         },
     };
-    let task = c.p().task(task_id(id)?)?;
+    let (task, sight) = c.visible_task(task_id(id)?)?;
     Ok(json_reply(
         StatusCode::OK,
-        &task_with_history(c.p(), &task, n)?,
+        &task_with_history(c.p(), &task, n, sight)?,
     ))
 }
 
@@ -299,7 +310,7 @@ fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
     let q = c.query();
     q.only(&["max_events", "idle_timeout", "last_event_id"])?;
     let id = task_id(id)?;
-    c.p().task(id)?;
+    c.visible_task(id)?;
     let (max_events, idle_timeout) = stream_limits(&q)?;
     let last = c.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let spec = StreamSpec {
@@ -307,6 +318,7 @@ fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
         after: resume_point(last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
+        viewer: c.viewer(),
     };
     Ok(sse_response(c.p().clone(), spec, Some(id)))
 }
@@ -325,8 +337,8 @@ pub fn resume_point(last: Option<&str>) -> Result<u64, ApiError> {
 
 fn dossier(c: &Call, id: &str) -> Result<Response, ApiError> {
     c.query().only(&[])?;
-    let task = c.p().task(task_id(id)?)?;
-    let mut v = task_with_history(c.p(), &task, DOSSIER_MAX_EVENTS)?;
+    let (task, sight) = c.visible_task(task_id(id)?)?;
+    let mut v = task_with_history(c.p(), &task, DOSSIER_MAX_EVENTS, sight)?;
     v["schema"] = "forgeline.dossier.v1".into();
     let mut resp = json_reply(StatusCode::OK, &v);
     if let Ok(h) = HeaderValue::from_str(&format!("attachment; filename=\"task-{}.json\"", task.id))
@@ -349,7 +361,7 @@ async fn cancel_task(mut c: Call, id: String) -> Result<Response, ApiError> {
     if body.reason.as_ref().is_some_and(|r| r.len() > 1024) {
         return Err(ApiError::invalid("reason", "reason is at most 1024 bytes"));
     }
-    let task = c.p().task(id)?;
+    let (task, _) = c.visible_task(id)?;
     if !c.has(Role::ReviewAdmin) && task.submitted_by != c.who.principal {
         return Err(PipelineError::Forbidden {
             message: format!(
@@ -367,6 +379,10 @@ fn get_run(c: &Call, id: &str) -> Result<Response, ApiError> {
     let run_id =
         RunId::parse(id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.0))?;
     let run = c.p().run(run_id)?;
+    let sight = match c.visible_task(run.task_id) {
+        Ok((_, sight)) => sight,
+        Err(_) => return Err(PipelineError::not_found("run", run_id).into()),
+    };
     let mut events = Vec::new();
     let mut after = 0;
     loop {
@@ -377,7 +393,7 @@ fn get_run(c: &Call, id: &str) -> Result<Response, ApiError> {
             batch
                 .into_iter()
                 .filter(|e| e.run_id == Some(run_id))
-                .map(|e| json!(e.envelope())),
+                .map(|e| event_json(&e, sight)),
         );
         if events.len() >= DOSSIER_MAX_EVENTS {
             break;
@@ -393,5 +409,8 @@ fn get_run(c: &Call, id: &str) -> Result<Response, ApiError> {
         .map(|d| json!(d.decision))
         .collect::<Vec<_>>()
         .into();
+    if sight == Sight::Metadata {
+        withhold_content(&mut v);
+    }
     Ok(json_reply(StatusCode::OK, &v))
 }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::audit::AuditRecord;
+use crate::auth::Sight;
 use crate::clock::format_rfc3339;
 use crate::clock::Millis;
 use crate::model::{
@@ -159,4 +160,64 @@ pub fn record_json(r: &AuditRecord) -> serde_json::Value {
         "prev_hash": hex::encode(r.prev_hash),
         "hash": hex::encode(r.hash),
     })
+}
+
+/// What a metadata reader does not see of a task view (`auth.visibility`),
+/// named in the view's `withheld` list.
+pub const WITHHELD: [&str; 4] = ["payload", "result", "step_output", "event_data"];
+
+/// Withholds content from a task or run view ([`task_json`], a task with its
+/// history, [`run_json`]): payload and result become null, step
+/// `output_tail`s null, review comments null; `withheld` lists what was held
+/// back. Events are withheld as they are built ([`event_json`]).
+pub fn withhold_content(v: &mut Value) {
+    for key in ["payload", "result"] {
+        if let Some(x) = v.get_mut(key) {
+            *x = Value::Null;
+        }
+    }
+    let runs = match v.get_mut("runs").and_then(Value::as_array_mut) {
+        Some(runs) => runs.iter_mut().collect(),
+        None => vec![&mut *v],
+    };
+    for run in runs {
+        for step in run
+            .get_mut("steps")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(out) = step.get_mut("output_tail") {
+                *out = Value::Null;
+            }
+        }
+    }
+    for t in v
+        .get_mut("reviews")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for vote in t
+            .get_mut("votes")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = vote.get_mut("comment") {
+                *c = Value::Null;
+            }
+        }
+    }
+    v["withheld"] = json!(WITHHELD);
+}
+
+/// One event as a view shows it: its envelope, with content withheld for a
+/// metadata reader.
+pub fn event_json(e: &crate::model::EventRecord, sight: Sight) -> Value {
+    let mut env = e.envelope();
+    if sight == Sight::Metadata {
+        env.withhold_content();
+    }
+    json!(env)
 }

@@ -5,7 +5,9 @@
 pub mod jwt;
 pub mod matrix;
 mod roles;
+mod sight;
 
 pub use jwt::{AuthFailure, Authenticator, Claims, Identity, KeyError};
 pub use matrix::{Access, RateClass, Route, ROUTES};
 pub use roles::{Role, RoleSet};
+pub use sight::{Sight, Viewer, Visibility};

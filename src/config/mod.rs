@@ -35,7 +35,7 @@ pub use review::{QueueReview, RejectAction, ReviewConfig, Span, TimeoutAction};
 pub use root::Config;
 pub use security::{
     AuditConfig, AuthConfig, AuthMode, Bucket, MetricsAccess, MetricsConfig, PublicKeyConfig,
-    RateLimitConfig,
+    RateLimitConfig, Visibility,
 };
 pub use server::{default_host, ServerConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT};
 pub use steps::{default_env_allow, default_step_timeout, is_contained_relative, StepRecipe};

@@ -32,6 +32,9 @@ pub struct AuthConfig {
     /// Lifetime of that admin token.
     #[serde(with = "humantime_serde")]
     pub admin_token_ttl: Duration,
+    /// Who sees which tasks: `own` (content for the submitter and reviewers,
+    /// metadata for observers) or `all` (every reader sees every task).
+    pub visibility: Visibility,
 }
 
 impl Default for AuthConfig {
@@ -45,8 +48,20 @@ impl Default for AuthConfig {
             leeway: Duration::from_secs(30),
             admin_token_file: PathBuf::new(),
             admin_token_ttl: Duration::from_secs(90 * 24 * 3600),
+            visibility: Visibility::Own,
         }
     }
+}
+
+/// `auth.visibility`: the read model (src/auth/sight.rs).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Content for the submitter and reviewers; metadata for observers.
+    #[default]
+    Own,
+    /// Every reader sees every task in full.
+    All,
 }
 
 /// How callers are authenticated.

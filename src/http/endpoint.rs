@@ -22,7 +22,8 @@ use super::context::{context, note, RequestContext};
 use super::error::ApiError;
 use super::query::Query;
 use super::{respond, Api};
-use crate::auth::{AuthFailure, Identity, Role, Route};
+use crate::auth::{AuthFailure, Identity, Role, Route, Sight, Viewer};
+use crate::model::{TaskId, TaskRecord};
 use crate::pipeline::Pipeline;
 
 type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
@@ -66,6 +67,21 @@ impl Call {
     /// Has `role`.
     pub fn has(&self, role: Role) -> bool {
         self.who.roles.has(role)
+    }
+
+    /// The caller under the read model (`auth.visibility`).
+    pub fn viewer(&self) -> Viewer {
+        Viewer::new(&self.who, self.p().config().auth.visibility)
+    }
+
+    /// A task the caller may read, and how much of it. A task it may not see
+    /// is a 404, exactly as an unknown one (its existence is not revealed).
+    pub fn visible_task(&self, id: TaskId) -> Result<(TaskRecord, Sight), ApiError> {
+        let task = self.p().task(id)?;
+        match self.viewer().sight(&task.submitted_by) {
+            Some(sight) => Ok((task, sight)),
+            None => Err(crate::pipeline::PipelineError::not_found("task", id).into()),
+        }
     }
 
     /// Reads the body (once) within `server.max_body_bytes`, noting its

@@ -156,6 +156,38 @@ pub fn parse_event_id(s: &str) -> Option<u64> {
     }
 }
 
+impl EventKind {
+    /// Reported by a worker or the executor: its `data` is the run's content
+    /// (tool calls, agent output, step output), which a metadata reader does
+    /// not see.
+    pub fn carries_content(self) -> bool {
+        matches!(
+            self,
+            EventKind::AgentStarted
+                | EventKind::ToolInvoked
+                | EventKind::AgentFinished
+                | EventKind::VerificationStarted
+                | EventKind::VerificationFinished
+        )
+    }
+}
+
+impl Envelope {
+    /// Withholds the content a metadata reader may not see (`auth.visibility`):
+    /// the `data` of worker-reported events becomes `{"withheld": true}`, and
+    /// a review `comment` is removed (with `"withheld": true` in its place).
+    pub fn withhold_content(&mut self) {
+        let reported = EventKind::parse(&self.kind).is_some_and(EventKind::carries_content);
+        if reported {
+            self.data = serde_json::json!({"withheld": true});
+        } else if let Some(obj) = self.data.as_object_mut() {
+            if obj.remove("comment").is_some() {
+                obj.insert("withheld".into(), true.into());
+            }
+        }
+    }
+}
+
 impl EventRecord {
     /// The wire envelope.
     pub fn envelope(&self) -> Envelope {

@@ -19,6 +19,7 @@ impl Pipeline {
             state: Some(StateKind::Dead),
             queue,
             labels: Vec::new(),
+            submitted_by: None,
         };
         self.list_tasks(&filter, cursor, limit)
     }

@@ -51,6 +51,8 @@ pub struct TaskFilter {
     pub queue: Option<String>,
     /// Only tasks carrying all these labels.
     pub labels: Vec<(String, String)>,
+    /// Only tasks this principal submitted (the read model, `auth.visibility`).
+    pub submitted_by: Option<String>,
 }
 
 /// One page of a list.
@@ -205,6 +207,10 @@ impl Pipeline {
                     .labels
                     .iter()
                     .all(|(k, v)| t.labels.get(k).is_some_and(|x| x == v))
+                && filter
+                    .submitted_by
+                    .as_deref()
+                    .is_none_or(|p| t.submitted_by == p)
         };
         let chunk = 256;
         loop {

@@ -242,7 +242,12 @@ async fn the_cli_finds_a_tampered_record_in_a_stopped_servers_store() {
         store.close().unwrap();
     }
     let bad = verify();
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let report: Value = serde_json::from_slice(&bad.stdout).unwrap();
     assert_eq!(report["broken"]["seq"], 2);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("BROKEN at record 2"));

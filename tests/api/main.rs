@@ -24,4 +24,5 @@ mod step_output_guardrails;
 mod streams;
 mod tasks;
 mod traces;
+mod visibility;
 mod worker_protocol;

@@ -712,8 +712,10 @@ def run_scenario(s: Scenario) -> None:
     cancel = TID + "/cancel"
     e = s.submit({"queue": "cq"}, token="alice", note="alice submits E")
     f = s.submit({"queue": "cq"}, note="admin submits F")
-    s.call("POST", cancel, {"id": f["id"]}, body={}, token="alice", expect=(403,),
-           note="alice cancels admin's task")
+    s.call("POST", cancel, {"id": f["id"]}, body={}, token="alice", expect=(404,),
+           note="alice cancels admin's task (unseen under visibility = own)")
+    s.call("POST", cancel, {"id": f["id"]}, body={}, token="sam", expect=(403,),
+           note="an observing submitter cancels admin's task")
     s.call("POST", cancel, {"id": e["id"]}, body={}, token="obs", expect=(403,),
            note="observer cancels")
     s.call("POST", cancel, {"id": e["id"]}, body={"reason": "superseded by #18"}, token="alice",
@@ -1158,6 +1160,7 @@ class OpenApiLiveTest(unittest.TestCase):
             "bob": srv.issue_token("bob", "reviewer"),
             "carol": srv.issue_token("carol", "reviewer"),
             "obs": srv.issue_token("obs", "observer"),
+            "sam": srv.issue_token("sam", "submitter", "observer"),
             "w2": srv.issue_token("w2", "worker"),
         }
         cls.scenario = Scenario(srv, tokens)

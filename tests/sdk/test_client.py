@@ -82,3 +82,17 @@ def test_complete_many_and_fail_many_answer_per_item(client: forgeline.Client, q
     assert [r.status for r in failed] == [200, 200]
     assert failed[0].task is not None and failed[0].task.state == "failed"
     assert failed[1].task is not None and failed[1].task.state in ("scheduled", "queued")
+
+
+def test_an_observer_reads_another_principals_task_with_its_content_withheld(
+    server, submitter_client: forgeline.Client, queue: str
+) -> None:
+    task = submitter_client.submit({"secret_plan": "p-42"}, queue=queue)
+    assert submitter_client.get_task(task.id).withheld == []
+    with forgeline.Client(server.url, server.token("sdk-observer", "observer")) as observer:
+        seen = observer.get_task(task.id)
+        assert seen.state == "queued" and seen.payload is None
+        assert seen.withheld == ["payload", "result", "step_output", "event_data"]
+    with forgeline.Client(server.url, server.token("sdk-other", "submitter")) as other:
+        with pytest.raises(forgeline.NotFound):
+            other.get_task(task.id)
