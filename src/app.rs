@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditKeys;
 use crate::auth::{Authenticator, KeyError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config, MetricsAccess};
@@ -48,6 +49,35 @@ pub enum AppError {
     },
 }
 
+/// Creates the built-in executor's workspace root when the executor runs.
+fn make_workspace(config: &Config) -> Result<(), AppError> {
+    if config.executor.enabled {
+        let root = config.workspace_root();
+        std::fs::create_dir_all(&root)
+            .map_err(|source| AppError::Workspace { path: root, source })?;
+    }
+    Ok(())
+}
+
+/// Loads the audit MAC keys (generating them on the first start) and seals a
+/// log that had none yet.
+async fn open_audit_keys(config: &Config, store: &Store) -> Result<AuditKeys, AppError> {
+    let path = crate::audit::key_path(config);
+    let (keys, created) = AuditKeys::load_or_create(&path)?;
+    if created {
+        tracing::warn!(path = %path.display(), "first start with an audit key: generated one; keep a copy of it (and of the chain head the log prints) outside the data dir");
+    }
+    if let Some((seal, commit)) = crate::audit::seal(store, &keys)? {
+        store.wait_durable(commit).await?;
+        tracing::info!(
+            seq = seal.seq,
+            key_id = seal.key_id,
+            "audit log sealed: records from here on are signed"
+        );
+    }
+    Ok(keys)
+}
+
 /// A built server, ready to run.
 pub struct App {
     pipeline: Arc<Pipeline>,
@@ -77,15 +107,19 @@ impl App {
         let started = Instant::now();
         let config = Arc::new(config);
         let store = Store::open_with(&config.store.data_dir, config.store.options())?;
-        if config.executor.enabled {
-            let root = config.workspace_root();
-            std::fs::create_dir_all(&root)
-                .map_err(|source| AppError::Workspace { path: root, source })?;
-        }
+        make_workspace(&config)?;
+        let audit_keys = open_audit_keys(&config, &store).await?;
         let stop = CancellationToken::new();
         let pipeline = Arc::new(
-            Pipeline::new(store, clock, config.clone(), Metrics::new(), stop.clone())
-                .with_traces(crate::telemetry::Traces::from_env()?),
+            Pipeline::new(
+                store,
+                clock,
+                config.clone(),
+                Metrics::new(),
+                stop.clone(),
+                audit_keys,
+            )
+            .with_traces(crate::telemetry::Traces::from_env()?),
         );
         let requeued = match pipeline.reconcile(pipeline.now()).await {
             // Starting below the free-space reserve: serve reads and probes
@@ -164,6 +198,7 @@ impl App {
         let cfg = p.config().clone();
         let timers = tokio::spawn(p.clone().run_timers());
         let pruner = tokio::spawn(p.clone().run_audit_pruning());
+        let head_log = tokio::spawn(p.clone().run_audit_head_log());
         let executor_handles = if cfg.executor.enabled {
             let ex = Executor::new(
                 p.clone(),
@@ -209,6 +244,7 @@ impl App {
         self.health.executor_workers.store(0, Ordering::Release);
         let _ = timers.await;
         let _ = pruner.await;
+        let _ = head_log.await;
         // The last commit round may be stuck on a disk that does not answer:
         // wait for it no longer than what is left of the drain time (at least
         // a second), then exit; what it held was never acknowledged.

@@ -67,7 +67,20 @@ fn list_records(c: &Call) -> Result<Response, ApiError> {
 }
 
 fn verify_chain(c: &Call) -> Result<Response, ApiError> {
-    c.query().only(&[])?;
-    let report = verify(c.p().store()).map_err(crate::pipeline::PipelineError::from)?;
+    let q = c.query();
+    q.only(&["expect_head"])?;
+    let expect_head = match q.get("expect_head") {
+        None => None,
+        Some(h) => Some(
+            crate::audit::parse_head(h)
+                .map_err(|e| ApiError::bad_request(format!("expect_head: {e}")))?,
+        ),
+    };
+    let with = crate::audit::VerifyWith {
+        keys: Some(c.p().audit_keys()),
+        expect_head,
+        now: c.p().now(),
+    };
+    let report = verify(c.p().store(), with).map_err(crate::pipeline::PipelineError::from)?;
     Ok(json_reply(StatusCode::OK, &json!(report)))
 }

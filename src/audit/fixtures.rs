@@ -1,8 +1,18 @@
-//! Test fixtures shared by the audit tests: drafts and a store holding a
-//! chain of a given length.
+//! Test fixtures shared by the audit tests: drafts, the test key, and a
+//! sealed store holding a chain of a given length.
+
+use std::sync::LazyLock;
 
 use super::chain::{append, AuditDraft};
+use super::key::AuditKeys;
+use super::verify::{verify, VerifyReport, VerifyWith};
 use crate::store::{Durability, Store, StoreError, Txn};
+
+/// The key the fixtures sign with.
+pub(super) static KEYS: LazyLock<AuditKeys> = LazyLock::new(AuditKeys::generate);
+
+/// "Now" for the fixtures' verification (after every draft's time).
+pub(super) const NOW: u64 = 10_000;
 
 /// Draft number `n`: recorded at `1_000 + n` ms, with a body hash of `n`s.
 pub(super) fn draft(n: u64) -> AuditDraft {
@@ -20,14 +30,29 @@ pub(super) fn draft(n: u64) -> AuditDraft {
     }
 }
 
-/// A relaxed store holding records 1 to `n` (keep the directory alive).
+/// A relaxed, sealed store holding records 1 to `n` signed with [`KEYS`]
+/// (keep the directory alive).
 pub(super) fn store_with(n: u64) -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path(), Durability::Relaxed).unwrap();
+    super::signed::seal(&s, &KEYS).unwrap();
     for i in 1..=n {
-        let _ = s.write(|t| append(t, draft(i)).map(drop)).unwrap();
+        let _ = s.write(|t| append(t, &KEYS, draft(i)).map(drop)).unwrap();
     }
     (d, s)
+}
+
+/// Verifies with the keys and no saved head.
+pub(super) fn check(s: &Store) -> VerifyReport {
+    verify(
+        s,
+        VerifyWith {
+            keys: Some(&KEYS),
+            expect_head: None,
+            now: NOW,
+        },
+    )
+    .unwrap()
 }
 
 /// Writes behind the chain's back, as an attacker with store access would.

@@ -146,6 +146,13 @@ pub struct AuditConfig {
     /// How often pruning runs.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// The MAC key file (`<id> <base64url key>` lines, newest last). Empty:
+    /// `<data_dir>/audit-key`, generated on first start with mode 0600.
+    pub key_file: PathBuf,
+    /// How often the chain head (seq and hash) is written to the log when it
+    /// moved, for an operator to keep outside the store.
+    #[serde(with = "humantime_serde")]
+    pub head_log_interval: Duration,
 }
 
 impl Default for AuditConfig {
@@ -154,6 +161,8 @@ impl Default for AuditConfig {
             max_age: Duration::from_secs(90 * 24 * 3600),
             max_records: 0,
             prune_interval: Duration::from_secs(3600),
+            key_file: PathBuf::new(),
+            head_log_interval: Duration::from_secs(60),
         }
     }
 }

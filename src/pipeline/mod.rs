@@ -49,6 +49,7 @@ pub struct Pipeline {
     pub(crate) shutdown: CancellationToken,
     pub(crate) guardrails: crate::guardrails::Guardrails,
     pub(crate) traces: crate::telemetry::Traces,
+    pub(crate) audit_keys: crate::audit::AuditKeys,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -67,6 +68,7 @@ impl Pipeline {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        audit_keys: crate::audit::AuditKeys,
     ) -> Pipeline {
         let guardrails = crate::guardrails::Guardrails::new(&config.guardrails);
         for (id, stages) in guardrails.ids() {
@@ -85,6 +87,7 @@ impl Pipeline {
             shutdown,
             guardrails,
             traces: crate::telemetry::Traces::disabled(),
+            audit_keys,
         }
     }
 

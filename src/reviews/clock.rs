@@ -230,6 +230,7 @@ impl Pipeline {
         let decided = self.vote(txn, out, t, vote, now)?;
         crate::audit::append(
             txn,
+            &self.audit_keys,
             AuditDraft {
                 at: now,
                 request_id: format!("review-clock-{}", t.id),

@@ -22,7 +22,7 @@
 //! | `P`    | ticket id                                              | — (pending tickets) |
 //! | `O`    | closed_at, ticket id                                   | — (closed tickets by time) |
 //! | `G`    | task id, decision seq (BE u64)                         | StoredDecision (guardrails) |
-//! | `aH`, `aA` | (single keys)                                      | audit chain head, anchor |
+//! | `aH`, `aA`, `aK` | (single keys)                                | audit chain head, anchor, seal |
 //!
 //! Leasing reads the first key under `Q queue 0x00`, the reaper and the
 //! scheduler read the first keys under `D` and `S`: all O(log n), whatever the
@@ -127,8 +127,10 @@ pub fn guardrail(task: &[u8; ID_LEN], seq: u64) -> Vec<u8> {
 }
 /// The audit chain head (last seq and hash).
 pub const AUDIT_HEAD: &[u8] = b"aH";
-/// The audit chain anchor (last pruned seq and hash).
+/// The audit chain anchor (last pruned seq and hash, signed with its rule).
 pub const AUDIT_ANCHOR: &[u8] = b"aA";
+/// The audit seal: the head and anchor when the log first got a MAC key.
+pub const AUDIT_SEAL: &[u8] = b"aK";
 
 /// `A seq`
 pub fn audit(seq: u64) -> Vec<u8> {

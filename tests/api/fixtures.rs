@@ -111,8 +111,14 @@ async fn check_fixture(name: &str) {
     assert_eq!(lease.worker, "agent-1");
     let written_by_v1 = manifest["audit_records"].is_null();
     assert_eq!(lease.holder.is_empty(), written_by_v1);
-    let report = forgeline::audit::verify(p.store()).unwrap();
-    assert!(report.ok, "{report:?}");
+    // The records from before keys verify, bound by the seal this start wrote.
+    let with = forgeline::audit::VerifyWith {
+        keys: Some(p.audit_keys()),
+        expect_head: None,
+        now: p.now(),
+    };
+    let report = forgeline::audit::verify(p.store(), with).unwrap();
+    assert!(report.ok && report.keyed, "{report:?}");
     assert_eq!(
         report.checked,
         manifest["audit_records"].as_u64().unwrap_or(0)

@@ -2,6 +2,7 @@
 //! loopback port with a real sled store in a temp dir.
 
 mod audit_and_limits;
+mod audit_head;
 mod bad_input;
 mod bench;
 mod cli;

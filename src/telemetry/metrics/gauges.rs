@@ -13,6 +13,7 @@ pub(super) struct StateGauges {
     pub(super) queue_depth: IntGaugeVec,
     pub(super) sse_subscribers: IntGauge,
     pub(super) store_size: IntGauge,
+    pub(super) audit_head_seq: IntGauge,
     pub(super) queue_oldest_age: GaugeVec,
     pub(super) pool_utilization: Gauge,
 }
@@ -38,6 +39,11 @@ impl StateGauges {
                 r,
                 "forgeline_store_size_bytes",
                 "Bytes the sled store occupies on disk.",
+            ),
+            audit_head_seq: int_gauge(
+                r,
+                "forgeline_audit_head_seq",
+                "Sequence number of the last audit record (the chain head).",
             ),
             queue_oldest_age: float_gauge_vec(
                 r,

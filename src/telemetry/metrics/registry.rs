@@ -31,6 +31,8 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// `forgeline_store_size_bytes` (set at scrape time)
     pub store_size: IntGauge,
+    /// `forgeline_audit_head_seq` (set at scrape time)
+    pub audit_head_seq: IntGauge,
     /// `forgeline_queue_oldest_age_seconds{queue}` (set at scrape time)
     pub queue_oldest_age: GaugeVec,
     /// `forgeline_worker_pool_utilization_ratio` (set by the executor)
@@ -76,6 +78,7 @@ impl Metrics {
             queue_depth: state.queue_depth,
             sse_subscribers: state.sse_subscribers,
             store_size: state.store_size,
+            audit_head_seq: state.audit_head_seq,
             queue_oldest_age: state.queue_oldest_age,
             pool_utilization: state.pool_utilization,
             http,
