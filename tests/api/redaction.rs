@@ -161,5 +161,31 @@ async fn the_first_start_writes_private_keys_and_the_token_cli_uses_them() {
         .contains("verifies: no (bad signature)"));
     let out = cli(&["token", "issue", "--sub", "x", "--role", "superuser"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // A console sign-in link: the server's address, the token in the fragment.
+    let out = cli(&[
+        "token",
+        "issue",
+        "--sub",
+        "rita",
+        "--role",
+        "reviewer",
+        "--ttl",
+        "10m",
+        "--console",
+    ]);
+    assert!(out.status.success());
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = link
+        .strip_prefix("http://127.0.0.1:7878/#token=")
+        .unwrap_or_else(|| panic!("{link}"));
+    let me = server
+        .api()
+        .with_token(Some(token))
+        .send("GET", "/api/v1/me", "")
+        .await
+        .expect(reqwest::StatusCode::OK);
+    assert_eq!(me["principal"], "rita");
+    assert_eq!(me["roles"], json!(["reviewer"]));
     assert!(server.terminate().success());
 }

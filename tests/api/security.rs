@@ -217,6 +217,7 @@ async fn request_for(
                 ),
             }
         }
+        ("GET", "/console/{file}") => caller.send("GET", "/console/app.js", ""),
         // The routes that need no setup: probes, metrics, lists, audit.
         ("GET", _) => caller.send("GET", path, ""),
         other => panic!("no request for {other:?}: add one to the matrix test"),

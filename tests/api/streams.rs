@@ -175,3 +175,42 @@ async fn open_streams_do_not_hold_up_shutdown() {
         "the stream ended"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_now_carries_only_what_happens_next() {
+    let app = spawn_app().await;
+    app.submit(json!({"queue": "old"})).await;
+    let reader = tokio::spawn(
+        app.api()
+            .events("last_event_id=now&max_events=2")
+            .into_future(),
+    );
+    app.api().wait_for_streams(1).await;
+    app.submit(json!({"queue": "new"})).await;
+    let events = reader.await.unwrap().sse();
+    assert_eq!(kinds(&events), ["task_submitted", "task_queued"]);
+    assert!(
+        events.iter().all(|e| e.data["queue"] == "new"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_its_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/", "/console/app.js", "/console/style.css"] {
+        let r = app.api().with_token(None).send("GET", path, "").await;
+        assert_eq!(r.status, 200, "{path}");
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+    }
+    let r = app
+        .api()
+        .with_token(None)
+        .send("GET", "/console/x.js", "")
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
+}

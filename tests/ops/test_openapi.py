@@ -497,6 +497,15 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/health/ready", token=None)
     s.call("GET", "/metrics", token=None)
 
+    # --- the console and who the caller is ---------------------------------
+    s.call("GET", "/", token=None, note="the console's page")
+    s.call("GET", "/console/{file}", {"file": "app.js"}, token=None, note="the console's script")
+    s.call("GET", "/console/{file}", {"file": "style.css"}, token=None, note="the console's style")
+    s.call("GET", "/console/{file}", {"file": "nope.js"}, token=None, expect=(404,),
+           note="a file the console does not have")
+    s.call("GET", "/api/v1/me", note="who the admin is")
+    s.call("GET", "/api/v1/me", token=None, expect=(401,), note="who, without a token")
+
     # --- timers, checked at the end: a lease that expires, a review past its SLA
     x = s.submit({"queue": "xq", "max_attempts": 2}, note="submit X (its lease expires)")
     gx = s.call("POST", "/api/v1/queues/{queue}/lease", {"queue": "xq"},

@@ -90,11 +90,12 @@ class Server:
         """The server's environment (and the token CLI's)."""
         return clean_env(FORGELINE_JWT_SECRET=self.secret, RUST_LOG="info")
 
-    def start(self) -> Server:
-        """Starts the server and waits until it is ready."""
+    def start(self, port: int = 0) -> Server:
+        """Starts the server (on ``port``, 0 for any free one) and waits until
+        it is ready. Starting again after ``stop`` reuses the data directory."""
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(self.binary), "serve", "--port", "0", "--data-dir", str(self.data_dir), "--config", str(self.config)],
+            [str(self.binary), "serve", "--port", str(port), "--data-dir", str(self.data_dir), "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env(),
