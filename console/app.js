@@ -214,12 +214,17 @@ const reviewer = () => has("reviewer", "review_admin");
 function renderNav(route) {
   const links = [];
   if (reviewer()) links.push(["#/inbox", "Review inbox"]);
+  links.push(["#/queues", "Queues"]);
   links.push(["#/tasks", "Tasks"]);
   links.push(["#/workers", "Workers"]);
   links.push(["#/reviewers", "Reviewers"]);
   if (has("review_admin")) links.push(["#/dead", "Dead letter"]);
-  document.getElementById("nav").replaceChildren(...(state.me ? links.map(([href, text]) =>
-    h("a", { href, "aria-current": route === href.slice(2) ? "page" : null }, text)) : []));
+  const nav = state.me ? links.map(([href, text]) =>
+    h("a", { href, "aria-current": route === href.slice(2) ? "page" : null }, text)) : [];
+  if (state.me && state.me.grafana_url) {
+    nav.push(h("a", { href: `${state.me.grafana_url}/d/forgeline-overview`, rel: "noopener noreferrer", target: "_blank" }, "Dashboards ↗"));
+  }
+  document.getElementById("nav").replaceChildren(...nav);
   const who = document.getElementById("who");
   who.replaceChildren(...(state.me ? [
     h("span", {}, "Signed in as ", h("strong", { id: "principal" }, state.me.principal), ` (${state.me.roles.join(", ")})`),
@@ -533,6 +538,8 @@ async function viewTask(view, id) {
       h("span", {}, "Attempts"), h("span", {}, `${t.attempts} of ${t.max_attempts}`),
       h("span", {}, "Labels"), h("span", {}, Object.entries(t.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "—"),
       h("span", {}, "Trace"), h("span", {}, h("span", { class: "mono", id: "trace-id" }, t.trace_id || "—"), " ", traceCopy),
+      state.me.grafana_url ? h("span", {}, "Dashboards") : null,
+      state.me.grafana_url ? h("a", { href: `${state.me.grafana_url}/d/forgeline-queue?var-queue=${enc(t.queue)}`, rel: "noopener noreferrer", target: "_blank" }, `queue ${t.queue} ↗`) : null,
       h("span", {}, "Last error"), h("span", {}, t.last_error || "—")),
     h("div", { class: "actions" }, actions),
     h("h2", {}, "Payload"), hidden("payload") || json(t.payload),
@@ -542,6 +549,36 @@ async function viewTask(view, id) {
     h("div", { class: "scroll" }, h("table", { id: "events" },
       h("thead", {}, h("tr", {}, ["Time", "Event", "State", "Data"].map((x) => h("th", { scope: "col" }, x)))), tbody)),
   ];
+}
+
+async function viewQueues(view) {
+  const box = h("div", {});
+  const badge = streamBadge();
+  const load = async () => {
+    try {
+      const { queues } = await api("GET", "/api/v1/queues");
+      box.replaceChildren(table(
+        ["Queue", "Depth", "Oldest waiting", "Running", "Awaiting review", "Completed", "Failed / dead", "Leases since start", "Mean pickup"],
+        queues.map((q) => h("tr", { "data-queue": q.name },
+          h("td", {}, h("a", { href: `#/tasks?queue=${enc(q.name)}` }, q.name)),
+          h("td", {}, q.depth),
+          h("td", {}, q.oldest_age_seconds === null ? "—" : `${q.oldest_age_seconds.toFixed(1)} s`),
+          h("td", {}, q.tasks.running + q.tasks.verifying),
+          h("td", {}, q.tasks.awaiting_review),
+          h("td", {}, q.tasks.completed),
+          h("td", {}, q.tasks.failed + q.tasks.dead),
+          h("td", {}, q.leases_since_start),
+          h("td", {}, q.pickup_mean_ms === null ? "—" : `${q.pickup_mean_ms.toFixed(1)} ms`))),
+        "No queue has a task yet."));
+    } catch (e) {
+      box.replaceChildren(errorBox(e));
+    }
+  };
+  await load();
+  const types = "task_submitted,task_queued,task_leased,task_completed,task_failed,task_dead_lettered,task_cancelled,review_requested";
+  view.stop = liveList(`/api/v1/events?type=${types}&last_event_id=now`, () => load(), badge);
+  return [h("h1", {}, "Queues ", badge), box,
+    h("p", { class: "empty" }, "Leases and pickup latency count since the server started; rates over time are on the Grafana dashboards.")];
 }
 
 async function viewWorkers(view) {
@@ -645,6 +682,7 @@ async function route() {
     tasks: () => viewTasks(view, query || ""),
     task: () => viewTask(view, parts[1]),
     workers: () => viewWorkers(view),
+    queues: () => viewQueues(view),
     dead: () => viewDead(view),
     reviewers: () => viewReviewers(view),
   };

@@ -93,6 +93,8 @@ fn me(c: &Call) -> Result<Response, ApiError> {
             "roles": c.who.roles.names(),
             "visibility": config.auth.visibility,
             "auth_mode": config.auth.mode,
+            "grafana_url": (!config.console.grafana_url.is_empty())
+                .then(|| config.console.grafana_url.trim_end_matches('/')),
         }),
     ))
 }

@@ -8,6 +8,7 @@ mod batch;
 mod console;
 mod events;
 pub mod openapi;
+mod overview;
 mod queue;
 mod reviews;
 mod tasks;
@@ -66,6 +67,8 @@ pub fn router(
         .or(queue::routes(&api))
         .unify()
         .or(workers::routes(&api))
+        .unify()
+        .or(overview::routes(&api))
         .unify()
         .or(events::routes(&api))
         .unify()

@@ -134,6 +134,7 @@ routes! {
     RELEASE_LEASE = "POST" "/api/v1/leases/{lease_id}/release", Access::Roles(WORKERS), W, Some("only the principal that took the lease");
     COMPLETE_MANY = "POST" "/api/v1/leases/complete", Access::Roles(WORKERS), W, Some("each item: only the principal that took the lease");
     FAIL_MANY = "POST" "/api/v1/leases/fail", Access::Roles(WORKERS), W, Some("each item: only the principal that took the lease");
+    LIST_QUEUES = "GET" "/api/v1/queues", Access::Roles(ANY), R, None;
     LIST_WORKERS = "GET" "/api/v1/workers", Access::Roles(ANY), R, None;
     WORKER_STATUS = "POST" "/api/v1/workers/{worker_id}/status", Access::Roles(WORKERS), W, None;
     DEAD_LETTER = "GET" "/api/v1/dead-letter", Access::Roles(ADMINS), R, None;

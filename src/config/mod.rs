@@ -37,7 +37,7 @@ pub use security::{
     AuditConfig, AuthConfig, AuthMode, Bucket, MetricsAccess, MetricsConfig, PublicKeyConfig,
     RateLimitConfig, Visibility,
 };
-pub use server::{default_host, ServerConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT};
+pub use server::{default_host, ConsoleConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT};
 pub use steps::{default_env_allow, default_step_timeout, is_contained_relative, StepRecipe};
 pub use store::StoreConfig;
 pub use tasks::TaskLimits;

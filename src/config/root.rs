@@ -50,6 +50,8 @@ pub struct Config {
     pub review: ReviewConfig,
     /// Guardrail policies (`[[guardrails]]`).
     pub guardrails: Vec<crate::guardrails::PolicyConfig>,
+    /// `[console]`: the browser console.
+    pub console: super::server::ConsoleConfig,
 }
 
 impl Config {

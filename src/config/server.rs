@@ -67,3 +67,25 @@ impl ServerConfig {
         Ok(())
     }
 }
+
+/// `[console]`: the browser console served at `/`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Grafana's base URL (`http://grafana.local:3000`); when set, the
+    /// console links to the shipped dashboards there. Empty: no links.
+    pub grafana_url: String,
+}
+
+impl ConsoleConfig {
+    /// Refuses a Grafana URL that is not http(s).
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let u = self.grafana_url.as_str();
+        if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
+            return invalid(format!(
+                "console.grafana_url must start with http:// or https://, got {u:?}"
+            ));
+        }
+        Ok(())
+    }
+}

@@ -27,7 +27,8 @@ impl Config {
         self.queue.validate()?;
         self.executor.validate()?;
         validate_steps(&self.steps)?;
-        self.events.validate()
+        self.events.validate()?;
+        self.console.validate()
     }
 }
 
@@ -94,5 +95,17 @@ mod tests {
         assert!(c.validate().is_err());
         c.server.allow_remote = true;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_grafana_url_must_be_http() {
+        let mut c = Config::default();
+        for ok in ["", "http://127.0.0.1:3000", "https://grafana.example/"] {
+            c.console.grafana_url = ok.into();
+            c.validate().unwrap();
+        }
+        c.console.grafana_url = "javascript:alert(1)".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("console.grafana_url"), "{e}");
     }
 }

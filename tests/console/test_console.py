@@ -102,6 +102,11 @@ def test_an_observer_sees_operations_but_no_decisions_and_no_payloads(
         assert "Tasks" in nav and "Review inbox" not in nav and "Dead letter" not in nav, nav
         browser.wait_text("#tasks", task_id)
         browser.shot("observer-tasks")
+        browser.open(f"{server.url}/#/queues")
+        browser.wait_text("[data-queue=oq]", "oq")
+        row = browser.text("[data-queue=oq]")
+        assert row.split()[:2] == ["oq", "0"], row  # nothing queued: it awaits review
+        browser.shot("observer-queues")
         browser.open(f"{server.url}/#/task/{task_id}")
         browser.wait_text(".notice", "withheld")
         page = browser.text("main")

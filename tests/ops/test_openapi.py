@@ -504,6 +504,7 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/console/{file}", {"file": "nope.js"}, token=None, expect=(404,),
            note="a file the console does not have")
     s.call("GET", "/api/v1/me", note="who the admin is")
+    s.call("GET", "/api/v1/queues", note="queues (none yet)")
     s.call("GET", "/api/v1/me", token=None, expect=(401,), note="who, without a token")
 
     # --- timers, checked at the end: a lease that expires, a review past its SLA
@@ -734,6 +735,7 @@ def run_scenario(s: Scenario) -> None:
     s.call("POST", cancel, {"id": f["id"]}, body={"reason": "x" * 1025}, expect=(422,),
            note="reason too long")
     s.call("POST", cancel, {"id": f["id"]}, raw=b"", note="cancel F without a body")
+    s.call("GET", "/api/v1/queues", note="queues, several known")
     s.call("POST", cancel, {"id": NO_SUCH_ULID}, body={}, expect=(404,), note="cancel no task")
 
     # --- workers -----------------------------------------------------------

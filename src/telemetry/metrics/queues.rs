@@ -114,6 +114,14 @@ impl QueueMetrics {
         f(h)
     }
 
+    /// Leases taken from `queue` since start, and their summed queue wait in
+    /// seconds (the `forgeline_queue_wait_seconds` histogram's count and sum).
+    pub(super) fn wait_summary(&self, queue: &str) -> (u64, f64) {
+        self.handles(queue, |h| {
+            (h.wait.get_sample_count(), h.wait.get_sample_sum())
+        })
+    }
+
     /// The label value `queue` is exported under (itself, or `_other`).
     pub(super) fn label<'a>(&self, queue: &'a str) -> &'a str {
         if self.handles(queue, |h| h.overflow) {

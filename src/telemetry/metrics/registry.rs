@@ -113,6 +113,12 @@ impl Metrics {
         self.queues.observe_events(events);
     }
 
+    /// Leases taken from `queue` since start and their summed queue wait in
+    /// seconds (queues past the label cap share `_other`'s).
+    pub fn queue_wait_summary(&self, queue: &str) -> (u64, f64) {
+        self.queues.wait_summary(queue)
+    }
+
     /// One lease's queue wait, in milliseconds (exported in seconds).
     pub fn observe_queue_wait(&self, queue: &str, wait_ms: u64) {
         self.queues.observe_wait(queue, wait_ms);
