@@ -558,7 +558,7 @@ async function viewQueues(view) {
     try {
       const { queues } = await api("GET", "/api/v1/queues");
       box.replaceChildren(table(
-        ["Queue", "Depth", "Oldest waiting", "Running", "Awaiting review", "Completed", "Failed / dead", "Leases since start", "Mean pickup"],
+        ["Queue", "Depth", "Oldest waiting", "Running", "Awaiting review", "Completed", "Failed / dead", "Completed / min (5 min)", "Leases since start", "Mean pickup"],
         queues.map((q) => h("tr", { "data-queue": q.name },
           h("td", {}, h("a", { href: `#/tasks?queue=${enc(q.name)}` }, q.name)),
           h("td", {}, q.depth),
@@ -567,6 +567,7 @@ async function viewQueues(view) {
           h("td", {}, q.tasks.awaiting_review),
           h("td", {}, q.tasks.completed),
           h("td", {}, q.tasks.failed + q.tasks.dead),
+          h("td", {}, q.completed_per_minute.toFixed(1)),
           h("td", {}, q.leases_since_start),
           h("td", {}, q.pickup_mean_ms === null ? "—" : `${q.pickup_mean_ms.toFixed(1)} ms`))),
         "No queue has a task yet."));
@@ -578,7 +579,7 @@ async function viewQueues(view) {
   const types = "task_submitted,task_queued,task_leased,task_completed,task_failed,task_dead_lettered,task_cancelled,review_requested";
   view.stop = liveList(`/api/v1/events?type=${types}&last_event_id=now`, () => load(), badge);
   return [h("h1", {}, "Queues ", badge), box,
-    h("p", { class: "empty" }, "Leases and pickup latency count since the server started; rates over time are on the Grafana dashboards.")];
+    h("p", { class: "empty" }, "Throughput counts the last five minutes; leases and pickup latency count since the server started. Longer views are on the Grafana dashboards.")];
 }
 
 async function viewWorkers(view) {

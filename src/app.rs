@@ -63,6 +63,17 @@ fn make_workspace(config: &Config) -> Result<(), AppError> {
 /// log that had none yet.
 async fn open_audit_keys(config: &Config, store: &Store) -> Result<AuditKeys, AppError> {
     let path = crate::audit::key_path(config);
+    // A sealed log whose key file is gone: a new key would make every signed
+    // record look forged. Refuse, and say what to restore.
+    let sealed = store.get::<crate::audit::Seal>(crate::store::keys::AUDIT_SEAL)?;
+    if let (Some(seal), None) = (sealed, AuditKeys::load(&path)?) {
+        return Err(KeyError::Invalid(format!(
+            "the audit log is signed with key {} but the key file {} is missing; restore it              (or point audit.key_file at it) — a new key would leave every signed record unverifiable",
+            seal.key_id,
+            path.display()
+        ))
+        .into());
+    }
     let (keys, created) = AuditKeys::load_or_create(&path)?;
     if created {
         tracing::warn!(path = %path.display(), "first start with an audit key: generated one; keep a copy of it (and of the chain head the log prints) outside the data dir");

@@ -1,5 +1,6 @@
 //! `GET /api/v1/queues`: each known queue's depth, oldest waiting task, task
-//! counts by state, and its leases and pickup latency since start — the
+//! counts by state, completions per minute over the last five minutes, and
+//! its leases and pickup latency since start — the
 //! console's queues page, and the same figures `/metrics` exports.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ fn list(c: &Call) -> Result<Response, ApiError> {
                 "depth": tasks.get(StateKind::Queued.as_str()).copied().unwrap_or(0),
                 "oldest_age_seconds": oldest.get(&name).map(|at| now.saturating_sub(*at) as f64 / 1000.0),
                 "tasks": tasks,
+                "completed_per_minute": p.metrics().completed_per_minute(&name, now),
                 "leases_since_start": leases,
                 "pickup_mean_ms": (leases > 0).then(|| wait_s * 1000.0 / leases as f64),
             })

@@ -185,3 +185,42 @@ async fn a_rotated_key_signs_after_restart_and_older_records_still_verify() {
         stderr(&with_file)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_store_without_its_key_file_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data);
+    submit_some(&server, 1).await;
+    assert!(server.terminate().success());
+    std::fs::remove_file(data.join("audit-key")).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forgeline"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(&data)
+        .env("FORGELINE_EXECUTOR__ENABLED", "false")
+        .env_remove("FORGELINE_JWT_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("forgeline started without its audit key");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("audit-key") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(!data.join("audit-key").exists(), "no new key was made");
+}

@@ -58,6 +58,10 @@ def test_a_reviewer_approves_a_flagged_task_that_arrives_live(server: Server, ad
         browser.shot("ticket-approved")
 
         wait_until("the task to complete", lambda: admin.get_task(task_id).state == "completed")
+        browser.open(f"{server.url}/#/queues")
+        # One completion in the last five minutes: 0.2 per minute.
+        browser.wait_text("[data-queue=cq]", "0.2")
+        browser.shot("queues")
         assert browser.console_errors() == []
         assert browser.foreign_requests(server.url) == []
 
@@ -130,6 +134,7 @@ def test_a_bad_token_gets_the_sign_in_page_with_a_clear_message(server: Server, 
 def test_a_task_stream_reconnects_after_the_server_restarts(server: Server, admin: forgeline.Client, browser: Any) -> None:
     task = admin.submit({"goal": "wait"}, queue="rq")
     browser.sign_in(server.url, server.admin_token())
+    browser.wait_text("#principal", "admin")  # signed in: the console has left the sign-in page
     browser.open(f"{server.url}/#/task/{task.id}")
     browser.wait_text("#events", "task_queued")
     live(browser)

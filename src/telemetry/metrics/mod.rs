@@ -18,6 +18,7 @@ mod guardrails;
 mod http;
 mod outcomes;
 mod queues;
+mod recent;
 mod register;
 mod registry;
 mod reviews;

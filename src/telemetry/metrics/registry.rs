@@ -42,6 +42,7 @@ pub struct Metrics {
     http: HttpMetrics,
     queues: QueueMetrics,
     outcomes: OutcomeMetrics,
+    recent: super::recent::Recent,
     guardrails: GuardrailMetrics,
     reviews: ReviewMetrics,
 }
@@ -84,6 +85,7 @@ impl Metrics {
             http,
             queues,
             outcomes,
+            recent: Default::default(),
             guardrails,
             reviews,
         })
@@ -117,6 +119,12 @@ impl Metrics {
     /// seconds (queues past the label cap share `_other`'s).
     pub fn queue_wait_summary(&self, queue: &str) -> (u64, f64) {
         self.queues.wait_summary(queue)
+    }
+
+    /// Tasks of `queue` completed per minute over the last five minutes
+    /// before `now` (ms).
+    pub fn completed_per_minute(&self, queue: &str, now: u64) -> f64 {
+        self.recent.per_minute(self.queue_label(queue), now)
     }
 
     /// One lease's queue wait, in milliseconds (exported in seconds).
@@ -226,6 +234,9 @@ impl Metrics {
         now: u64,
     ) {
         let queue = self.queue_label(task.queue.as_str());
+        if outcome == "completed" {
+            self.recent.record(queue, now);
+        }
         self.outcomes
             .observe_task_end(queue, task, run, outcome, now);
     }
