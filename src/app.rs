@@ -209,6 +209,8 @@ impl App {
         let cfg = p.config().clone();
         let timers = tokio::spawn(p.clone().run_timers());
         let pruner = tokio::spawn(p.clone().run_audit_pruning());
+        let retention = tokio::spawn(p.clone().run_retention());
+        let store_stats = tokio::spawn(p.clone().run_store_stats());
         let head_log = tokio::spawn(p.clone().run_audit_head_log());
         let executor_handles = if cfg.executor.enabled {
             let ex = Executor::new(
@@ -255,6 +257,9 @@ impl App {
         self.health.executor_workers.store(0, Ordering::Release);
         let _ = timers.await;
         let _ = pruner.await;
+        let _ = retention.await;
+        // A statistics walk is read-only: it is not waited for.
+        store_stats.abort();
         let _ = head_log.await;
         // The last commit round may be stuck on a disk that does not answer:
         // wait for it no longer than what is left of the drain time (at least

@@ -86,6 +86,62 @@ fn to_sse(e: &EventRecord, sight: Sight) -> warp::sse::Event {
         .data(data)
 }
 
+/// Whether a task stream has nothing more to send: the task has ended and
+/// its last event has been sent (or was before the resume point), or it was
+/// removed by retention. The record may be ahead of the durable watermark,
+/// hence the event-id check.
+fn task_stream_over(pipeline: &Pipeline, id: TaskId, cursor: u64) -> Result<bool, PipelineError> {
+    let task = match pipeline.task(id) {
+        Err(PipelineError::Gone { .. }) => return Ok(true),
+        other => other?,
+    };
+    Ok(task.state.kind().is_terminal() && pipeline.last_event_id_of(id)? <= cursor)
+}
+
+/// Sends the `stream_gap` notice first when a firehose resumes before
+/// removed events; `false` when the client has gone.
+async fn announce_gap(
+    pipeline: &Pipeline,
+    spec: &StreamSpec,
+    tx: &mpsc::Sender<Item>,
+) -> Result<bool, PipelineError> {
+    if let Scope::All { .. } = spec.scope {
+        if let Some(gap) = pruned_gap(pipeline, spec.after)? {
+            return Ok(tx.send(Ok(gap)).await.is_ok());
+        }
+    }
+    Ok(true)
+}
+
+/// The `stream_gap` notice for a firehose resumed after `cursor` when
+/// retention has since removed an event after it (the highest removed id is
+/// above the cursor): the stream goes on with what is left, and says so
+/// instead of skipping in silence. It carries no `id`, so the client's
+/// `Last-Event-ID` does not move.
+fn pruned_gap(pipeline: &Pipeline, cursor: u64) -> Result<Option<warp::sse::Event>, PipelineError> {
+    let pruned = pipeline
+        .store()
+        .get_raw_value(keys::PRUNED_EVENT)?
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, u64::from_be_bytes);
+    if pruned <= cursor {
+        return Ok(None);
+    }
+    let data = serde_json::json!({
+        "schema": "forgeline.stream-gap.v1",
+        "type": "stream_gap",
+        "after": format_event_id(cursor),
+        "removed_through": format_event_id(pruned),
+        "message": "events after the resume point, up to removed_through, were removed by retention \
+                    with their tasks; the stream goes on with the events that remain",
+    });
+    Ok(Some(
+        warp::sse::Event::default()
+            .event("stream_gap")
+            .data(data.to_string()),
+    ))
+}
+
 fn wanted(scope: &Scope, e: &EventRecord) -> bool {
     match scope {
         Scope::All { queue, types } => {
@@ -115,7 +171,7 @@ impl Sights {
         }
         let sight = match pipeline.task(task) {
             Ok(t) => self.viewer.sight(&t.submitted_by),
-            Err(PipelineError::NotFound { .. }) => None,
+            Err(PipelineError::NotFound { .. } | PipelineError::Gone { .. }) => None,
             Err(e) => return Err(e),
         };
         if self.known.len() >= Self::MAX_KNOWN {
@@ -141,6 +197,9 @@ async fn produce(
         known: HashMap::new(),
     };
     let mut idle_deadline = idle.map(|d| tokio::time::Instant::now() + d);
+    if !announce_gap(pipeline, &spec, tx).await? {
+        return Ok(()); // client went away
+    }
     loop {
         let upto = durable.borrow_and_update().event_id;
         while cursor < upto {
@@ -180,12 +239,7 @@ async fn produce(
             }
         }
         if let Scope::Task(id) = &spec.scope {
-            // The task has ended and its last event has been sent (or was
-            // before the resume point): nothing more will come. The record may
-            // be ahead of the durable watermark, hence the event-id check.
-            if pipeline.task(*id)?.state.kind().is_terminal()
-                && pipeline.last_event_id_of(*id)? <= cursor
-            {
+            if task_stream_over(pipeline, *id, cursor)? {
                 return Ok(());
             }
         }

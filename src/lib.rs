@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod ratelimit;
 pub mod redact;
+pub mod retention;
 pub mod reviews;
 pub mod store;
 pub mod tasks;

@@ -11,6 +11,7 @@ pub mod openapi;
 mod overview;
 mod queue;
 mod reviews;
+mod store;
 mod tasks;
 pub mod views;
 mod workers;
@@ -75,6 +76,8 @@ pub fn router(
         .or(audit::routes(&api))
         .unify()
         .or(reviews::routes(&api))
+        .unify()
+        .or(store::routes(&api))
         .unify()
         .or(console::routes(&api))
         .unify()

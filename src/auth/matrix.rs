@@ -148,6 +148,7 @@ routes! {
     DECIDE_REVIEW = "POST" "/api/v1/reviews/{id}/decision", Access::Roles(REVIEWERS), RA, Some("the holder if held (review_admin may override); once per reviewer");
     AUDIT = "GET" "/api/v1/audit", Access::Roles(ADMINS), R, None;
     AUDIT_VERIFY = "GET" "/api/v1/audit/verify", Access::Roles(ADMINS), R, None;
+    STORE_STATS = "GET" "/api/v1/store", Access::Roles(ADMINS), R, None;
     ME = "GET" "/api/v1/me", Access::Roles(ANY), R, None;
     OPENAPI = "GET" "/api/v1/openapi.json", Access::Public, None, None;
     CONSOLE = "GET" "/", Access::Public, None, Some("the console's page; it holds no data and calls the API with the user's token");

@@ -84,13 +84,13 @@ pub fn run(cmd: AuditCommand) -> i32 {
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> i32 {
+pub(super) fn fail(message: impl std::fmt::Display) -> i32 {
     eprintln!("forgeline: {message}");
     2
 }
 
 /// Opens the stopped server's store and runs `f` on it.
-fn with_store(args: &ConfigArgs, f: impl FnOnce(&Config, &Store) -> i32) -> i32 {
+pub(super) fn with_store(args: &ConfigArgs, f: impl FnOnce(&Config, &Store) -> i32) -> i32 {
     let config = match args.load() {
         Ok(c) => c,
         Err(e) => return fail(e),

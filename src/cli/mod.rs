@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod export;
 pub mod serve;
+pub mod store;
 pub mod token;
 
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Look at a stopped server's store: statistics and a consistency check.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Measure a server end to end: durable submits/s, tasks/s through the
     /// worker protocol, pickup latency, probe req/s, start-up and memory.
     Bench(bench::BenchArgs),
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
     }

@@ -16,6 +16,7 @@ mod executor;
 mod load;
 mod log;
 mod queue;
+mod retention;
 mod review;
 mod root;
 mod security;
@@ -31,6 +32,7 @@ pub use executor::ExecutorConfig;
 pub use load::{Overrides, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat, LogRotation};
 pub use queue::QueueConfig;
+pub use retention::RetentionConfig;
 pub use review::{QueueReview, RejectAction, ReviewConfig, Span, TimeoutAction};
 pub use root::Config;
 pub use security::{

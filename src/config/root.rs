@@ -10,6 +10,7 @@ use super::events::EventsConfig;
 use super::executor::ExecutorConfig;
 use super::log::LogConfig;
 use super::queue::QueueConfig;
+use super::retention::RetentionConfig;
 use super::review::ReviewConfig;
 use super::security::{AuditConfig, AuthConfig, MetricsConfig, RateLimitConfig};
 use super::server::ServerConfig;
@@ -42,6 +43,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[ratelimit]`: token buckets per principal and route class.
     pub ratelimit: RateLimitConfig,
+    /// `[retention]`: how long finished tasks, idempotency records and
+    /// closed review tickets are kept.
+    pub retention: RetentionConfig,
     /// Audit log retention.
     pub audit: AuditConfig,
     /// `/metrics` access.

@@ -24,6 +24,11 @@ pub struct StoreConfig {
     /// directory's file system has fewer free bytes than this, so that a
     /// full disk never stalls the server; 0 turns the check off.
     pub min_free_bytes: u64,
+    /// How often records and bytes by kind are counted for
+    /// `forgeline_store_records` and `forgeline_store_bytes` (one walk of
+    /// the store, off the request path).
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: std::time::Duration,
 }
 
 impl StoreConfig {
@@ -44,6 +49,7 @@ impl Default for StoreConfig {
             durability: Durability::Sync,
             cache_bytes: DEFAULT_CACHE_BYTES,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            stats_interval: std::time::Duration::from_secs(300),
         }
     }
 }

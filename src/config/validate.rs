@@ -28,6 +28,7 @@ impl Config {
         self.executor.validate()?;
         validate_steps(&self.steps)?;
         self.events.validate()?;
+        self.retention.validate()?;
         self.console.validate()
     }
 }

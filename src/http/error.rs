@@ -95,6 +95,15 @@ impl From<PipelineError> for ApiError {
                 "not_found",
                 format!("no {what} with id {id:?}"),
             ),
+            PipelineError::Gone { id } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "gone",
+                format!(
+                    "task {id:?} is not in the store: it finished and was removed by retention \
+                     (see [retention] in the server's configuration)"
+                ),
+            )
+            .with_details(json!({"reason": "gone", "id": id})),
             PipelineError::Invalid { field, message } => {
                 let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
                 match field {

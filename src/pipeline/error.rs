@@ -14,6 +14,13 @@ pub enum PipelineError {
         /// The id asked for.
         id: String,
     },
+    /// The task is not in the store and its id is at or below the highest id
+    /// retention removed: it was most likely removed (404 `gone`).
+    #[error("task {id} is gone: removed by retention")]
+    Gone {
+        /// The id asked for.
+        id: String,
+    },
     /// The input is well-formed but not acceptable (422).
     #[error("{message}")]
     Invalid {

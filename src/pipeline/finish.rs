@@ -11,8 +11,20 @@ use crate::store::{keys, Txn};
 
 /// Loads a task inside a write.
 pub(crate) fn load_task(txn: &Txn<'_>, id: TaskId) -> Result<TaskRecord, PipelineError> {
-    txn.get::<TaskRecord>(&keys::task(&id.to_bytes()))?
-        .ok_or_else(|| PipelineError::not_found("task", id))
+    match txn.get::<TaskRecord>(&keys::task(&id.to_bytes()))? {
+        Some(t) => Ok(t),
+        None => Err(missing_task(txn.get_raw(keys::PRUNED_TASK)?.as_deref(), id)),
+    }
+}
+
+/// The error for a task that is not stored: `gone` when its id is at or
+/// below `pruned` (the highest task id retention removed, `rT`), else
+/// `not_found`. Ids are ULIDs, so "at or below" means "created no later".
+pub fn missing_task(pruned: Option<&[u8]>, id: TaskId) -> PipelineError {
+    match pruned {
+        Some(p) if id.to_bytes().as_slice() <= p => PipelineError::Gone { id: id.to_string() },
+        _ => PipelineError::not_found("task", id),
+    }
 }
 
 /// Marks a lease ended and drops its deadline entry.

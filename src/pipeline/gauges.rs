@@ -51,6 +51,9 @@ pub fn refresh_gauges(p: &Pipeline) -> Result<(), PipelineError> {
         }
     }
     m.store_size.set(p.store().size_on_disk() as i64);
+    if let Some(d) = p.store().disk() {
+        m.store_disk(d.free, d.size);
+    }
     m.audit_head_seq.set(p.audit_head()?.seq as i64);
     p.refresh_review_gauges()?;
     Ok(())

@@ -33,6 +33,7 @@ use crate::telemetry::Metrics;
 pub use commit::deferring_durability;
 pub(crate) use commit::note_run_ended;
 pub use error::PipelineError;
+pub use finish::missing_task;
 pub(crate) use finish::{end_lease, finish_run, load_task};
 pub use gauges::refresh_gauges;
 pub use wakers::QueueWakers;
@@ -116,6 +117,15 @@ impl Pipeline {
     /// The metrics registry (shared with the HTTP layer and the scrape).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The error for a task that is not stored (`gone` or `not_found`,
+    /// see [`missing_task`]).
+    pub fn task_missing(&self, id: crate::model::TaskId) -> PipelineError {
+        match self.store.get_raw_value(crate::store::keys::PRUNED_TASK) {
+            Ok(pruned) => missing_task(pruned.as_deref(), id),
+            Err(e) => e.into(),
+        }
     }
 
     /// Now, by the pipeline's clock.

@@ -396,15 +396,22 @@ fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
 
 /// The id of the last stored event (0 when there is none), where the event
 /// counter resumes after a restart.
+/// The last event id taken: the newest stored event's, or the highest id
+/// retention removed when that is newer (ids must never be reused).
 fn last_event_id(data: &sled::Tree) -> Result<u64, StoreError> {
-    Ok(data
+    let stored = data
         .scan_prefix([keys::EVENT])
         .keys()
         .next_back()
         .transpose()
         .map_err(sled_err("reading the last event id"))?
         .and_then(|k| keys::parse_event(&k))
-        .unwrap_or(0))
+        .unwrap_or(0);
+    let pruned = data
+        .get(keys::PRUNED_EVENT)
+        .map_err(sled_err("reading the last event id"))?
+        .map_or(0, |v| super::txn::decode_count(&v));
+    Ok(stored.max(pruned))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! | `O`    | closed_at, ticket id                                   | — (closed tickets by time) |
 //! | `G`    | task id, decision seq (BE u64)                         | StoredDecision (guardrails) |
 //! | `aH`, `aA`, `aK` | (single keys)                                | audit chain head, anchor, seal |
+//! | `rT`, `rE` | (single keys)                                      | highest task id / event id removed by retention |
 //!
 //! Leasing reads the first key under `Q queue 0x00`, the reaper and the
 //! scheduler read the first keys under `D` and `S`: all O(log n), whatever the
@@ -125,6 +126,47 @@ pub fn guardrail(task: &[u8; ID_LEN], seq: u64) -> Vec<u8> {
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
+/// The highest task id retention has removed (16 bytes): a missing task at
+/// or below it may have been removed, so it is answered as `gone`.
+pub const PRUNED_TASK: &[u8] = b"rT";
+/// The highest event id retention has removed (BE u64): a stream resumed
+/// below it has missed events, and event ids never go back below it.
+pub const PRUNED_EVENT: &[u8] = b"rE";
+
+/// The family a key belongs to, as `forgeline store stats` and
+/// `forgeline_store_bytes{kind}` name it.
+pub fn kind_of(key: &[u8]) -> &'static str {
+    match key {
+        [TASK, ..] => "task",
+        [RUN, ..] => "run",
+        [LEASE, ..] => "lease",
+        [EVENT, ..] | [TASK_EVENT, ..] => "event",
+        [IDEMPOTENCY, ..] => "idempotency",
+        [TICKET, ..] | [TASK_TICKET, ..] | [PENDING_TICKET, ..] | [CLOSED_TICKET, ..] => "ticket",
+        [GUARDRAIL, ..] => "guardrail_decision",
+        [WORKER, ..] => "worker",
+        [AUDIT, ..] => "audit",
+        [b'a', ..] => "audit",
+        [READY, ..] | [SCHEDULED, ..] | [DEADLINE, ..] | [STATE, ..] | [COUNT, ..] => "index",
+        _ => "other",
+    }
+}
+
+/// Every kind [`kind_of`] returns, in the order reports list them.
+pub const KINDS: [&str; 11] = [
+    "task",
+    "run",
+    "lease",
+    "event",
+    "idempotency",
+    "ticket",
+    "guardrail_decision",
+    "worker",
+    "audit",
+    "index",
+    "other",
+];
+
 /// The audit chain head (last seq and hash).
 pub const AUDIT_HEAD: &[u8] = b"aH";
 /// The audit chain anchor (last pruned seq and hash, signed with its rule).

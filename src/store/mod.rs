@@ -17,6 +17,7 @@ mod layers;
 mod read;
 mod schema;
 mod space;
+mod stats;
 mod txn;
 
 pub use codec::{decode, encode, CodecError, Record};
@@ -25,4 +26,5 @@ pub use db::{Commit, Store, StoreOptions, DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_
 pub use durability::Durability;
 pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
+pub use stats::{Disk, KindUsage};
 pub use txn::Txn;

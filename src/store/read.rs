@@ -25,6 +25,11 @@ impl Store {
         self.data().get(key).map_err(sled_err("reading a record"))
     }
 
+    /// Reads one raw value (single keys such as watermarks).
+    pub fn get_raw_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_ivec(key)?.map(|v| v.to_vec()))
+    }
+
     /// Keys under `prefix`, strictly after `after` when given, at most `limit`.
     pub fn keys(
         &self,

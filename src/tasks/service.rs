@@ -117,7 +117,7 @@ impl Pipeline {
     pub fn task(&self, id: TaskId) -> Result<TaskRecord, PipelineError> {
         self.store
             .get(&keys::task(&id.to_bytes()))?
-            .ok_or_else(|| PipelineError::not_found("task", id))
+            .ok_or_else(|| self.task_missing(id))
     }
 
     /// One run, read outside any write (`not_found` when unknown).
@@ -383,10 +383,9 @@ fn replayed(txn: &Txn<'_>, s: &Submission) -> Result<Option<TaskRecord>, Pipelin
             ),
         });
     }
-    let task = txn
-        .get::<TaskRecord>(&keys::task(&seen.task_id.to_bytes()))?
-        .ok_or_else(|| PipelineError::not_found("task", seen.task_id))?;
-    Ok(Some(task))
+    // The task may have been removed by retention before its key expired:
+    // then the key is free again and this submit makes a new task.
+    Ok(txn.get::<TaskRecord>(&keys::task(&seen.task_id.to_bytes()))?)
 }
 
 /// The record of a new task: `scheduled` when it has a future `eligible_at`,

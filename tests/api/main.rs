@@ -18,6 +18,8 @@ mod metrics_contract;
 mod openapi;
 mod process;
 mod redaction;
+mod retention;
+mod retention_process;
 mod reviews;
 mod security;
 mod soak;

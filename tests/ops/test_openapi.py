@@ -886,6 +886,8 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/api/v1/audit", token="bob", expect=(403,), note="reviewer reads audit")
     s.call("GET", "/api/v1/audit/verify", note="verify the chain")
     s.call("GET", "/api/v1/audit/verify", query={"x": "1"}, expect=(400,), note="verify with a query")
+    s.call("GET", "/api/v1/store", note="what the store holds")
+    s.call("GET", "/api/v1/store", query={"x": "1"}, expect=(400,), note="the store report with a query")
 
     # --- the timers started at the beginning -----------------------------------
     def wait_for_event(task_id, kind, what):

@@ -11,6 +11,7 @@
 //! - `outcomes`: task and verification step durations.
 //! - `guardrails`: guardrail decisions.
 //! - `reviews`: the review backlog, assignments, verdicts and SLAs.
+//! - `store`: retention, records and bytes by kind, the data directory's disk.
 //! - `gauges`: the gauges other modules set directly, and build info.
 
 mod gauges;
@@ -22,6 +23,7 @@ mod recent;
 mod register;
 mod registry;
 mod reviews;
+mod store;
 
 pub use http::HTTP_BUCKETS;
 pub use outcomes::DURATION_BUCKETS;

@@ -14,6 +14,7 @@ use super::http::HttpMetrics;
 use super::outcomes::OutcomeMetrics;
 use super::queues::QueueMetrics;
 use super::reviews::ReviewMetrics;
+use super::store::StoreMetrics;
 use crate::model::{Decision, EventRecord, Outcome, RunRecord, TaskRecord};
 
 /// Every metric forgeline exports.
@@ -45,6 +46,7 @@ pub struct Metrics {
     recent: super::recent::Recent,
     guardrails: GuardrailMetrics,
     reviews: ReviewMetrics,
+    store: StoreMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
         let state = StateGauges::new(&r);
         let guardrails = GuardrailMetrics::new(&r);
         let reviews = ReviewMetrics::new(&r);
+        let store = StoreMetrics::new(&r);
         register_build_info(&r);
         #[cfg(target_os = "linux")]
         r.register(Box::new(
@@ -88,6 +91,7 @@ impl Metrics {
             recent: Default::default(),
             guardrails,
             reviews,
+            store,
         })
     }
 
@@ -239,6 +243,28 @@ impl Metrics {
         }
         self.outcomes
             .observe_task_end(queue, task, run, outcome, now);
+    }
+
+    /// A finished retention pass at `now` (ms): records and bytes removed
+    /// per kind, and how overdue the most overdue removal was.
+    pub fn retention_pass(
+        &self,
+        removed: &std::collections::BTreeMap<&'static str, (u64, u64)>,
+        now: u64,
+        lag_ms: u64,
+    ) {
+        self.store.pass(removed, now, lag_ms);
+    }
+
+    /// Records and bytes by kind from a statistics pass.
+    pub fn store_stats(&self, by_kind: &std::collections::BTreeMap<&'static str, (u64, u64)>) {
+        self.store.stats(by_kind);
+    }
+
+    /// The data directory's file system: free and total bytes.
+    pub fn store_disk(&self, free: u64, size: u64) {
+        self.store.disk_free.set(free.min(i64::MAX as u64) as i64);
+        self.store.disk_size.set(size.min(i64::MAX as u64) as i64);
     }
 
     /// The text exposition of every metric.
