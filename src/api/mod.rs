@@ -4,6 +4,7 @@
 //! pipeline; the domains never see warp, HTTP or JSON views.
 
 mod audit;
+mod backup;
 mod batch;
 mod console;
 mod events;
@@ -78,6 +79,8 @@ pub fn router(
         .or(reviews::routes(&api))
         .unify()
         .or(store::routes(&api))
+        .unify()
+        .or(backup::routes(&api))
         .unify()
         .or(console::routes(&api))
         .unify()

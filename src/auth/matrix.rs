@@ -149,6 +149,7 @@ routes! {
     AUDIT = "GET" "/api/v1/audit", Access::Roles(ADMINS), R, None;
     AUDIT_VERIFY = "GET" "/api/v1/audit/verify", Access::Roles(ADMINS), R, None;
     STORE_STATS = "GET" "/api/v1/store", Access::Roles(ADMINS), R, None;
+    BACKUP = "GET" "/api/v1/backup", Access::Roles(ADMINS), R, None;
     ME = "GET" "/api/v1/me", Access::Roles(ANY), R, None;
     OPENAPI = "GET" "/api/v1/openapi.json", Access::Public, None, None;
     CONSOLE = "GET" "/", Access::Public, None, Some("the console's page; it holds no data and calls the API with the user's token");

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod export;
 pub mod serve;
@@ -36,6 +37,11 @@ pub enum Command {
     /// Look at a stopped server's store: statistics and a consistency check.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Write a point-in-time backup of a running server (`--url`) or of a
+    /// stopped server's store, checksummed and versioned.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new or empty data directory, then check it.
+    Restore(backup::RestoreArgs),
     /// Measure a server end to end: durable submits/s, tasks/s through the
     /// worker protocol, pickup latency, probe req/s, start-up and memory.
     Bench(bench::BenchArgs),
@@ -86,6 +92,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export::run(args),
     }

@@ -10,6 +10,7 @@
 //! A task that still has a review ticket is kept until the ticket's own
 //! retention removes it, so a dossier never loses its task.
 
+pub mod backup;
 mod check;
 mod remove;
 mod report;

@@ -94,6 +94,8 @@ pub struct Durable {
 /// takes from, and the writer state it rewinds when a group fails.
 pub(crate) struct Target {
     pub data: sled::Tree,
+    /// Pre-images for an open backup snapshot (see `snapshot`).
+    pub snapshots: Arc<super::snapshot::Snapshots>,
     pub layers: Arc<RwLock<Layers>>,
     pub writer: Arc<Mutex<WriterState>>,
     /// Rate-limit buckets, persisted after every round.
@@ -291,7 +293,11 @@ impl Round {
                     None => batch.remove(k.as_slice()),
                 }
             }
-            if let Err(e) = self.target.data.apply_batch(batch) {
+            let t = &self.target;
+            if let Err(e) = t
+                .snapshots
+                .apply_with(&t.data, group, || t.data.apply_batch(batch))
+            {
                 return Err(std::io::Error::other(e));
             }
         }

@@ -78,6 +78,7 @@ struct Inner {
     committer: Committer,
     durable_tx: watch::Sender<Durable>,
     reserve: Reserve,
+    snapshots: Arc<super::snapshot::Snapshots>,
     /// Tasks inside `wait_durable` right now.
     waiting: AtomicUsize,
     /// When the running commit round began (ms since `epoch`, 0: none).
@@ -141,7 +142,9 @@ impl Store {
         }));
         let round_began_ms = Arc::new(AtomicU64::new(0));
         let epoch = Instant::now();
+        let snapshots = Arc::new(super::snapshot::Snapshots::default());
         let target = Target {
+            snapshots: snapshots.clone(),
             data: data.clone(),
             layers: layers.clone(),
             writer: writer.clone(),
@@ -170,6 +173,7 @@ impl Store {
                 committer,
                 durable_tx,
                 reserve: Reserve::new(dir.to_path_buf(), opts.min_free_bytes),
+                snapshots,
                 waiting: AtomicUsize::new(0),
                 round_began_ms,
                 epoch,
@@ -203,6 +207,11 @@ impl Store {
     /// The write groups, for the reads in `read`.
     pub(super) fn layers(&self) -> &RwLock<Layers> {
         &self.inner.layers
+    }
+
+    /// The snapshot registry, for `backup`.
+    pub(super) fn snapshots(&self) -> &Arc<super::snapshot::Snapshots> {
+        &self.inner.snapshots
     }
 
     /// The rate-limit buckets, for `update_bucket` in `read`.

@@ -36,6 +36,12 @@ pub enum StoreError {
         /// The version found on disk.
         found: u32,
     },
+    /// A snapshot (online backup) could not be read consistently.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
+    /// A backup file is not one this build can restore, or is damaged.
+    #[error("backup: {0}")]
+    Backup(String),
     /// The commit round covering this write failed.
     #[error("commit failed: {0}")]
     Commit(Arc<str>),

@@ -434,6 +434,11 @@ impl TestClient {
         self.get(&with_query("/api/v1/audit", query))
     }
 
+    /// `GET /api/v1/backup`.
+    pub fn backup(&self) -> Call {
+        self.get("/api/v1/backup")
+    }
+
     /// `GET /api/v1/store`.
     pub fn store_report(&self) -> Call {
         self.get("/api/v1/store")

@@ -3,6 +3,7 @@
 
 mod audit_and_limits;
 mod audit_head;
+mod backup;
 mod bad_input;
 mod bench;
 mod cli;

@@ -888,6 +888,8 @@ def run_scenario(s: Scenario) -> None:
     s.call("GET", "/api/v1/audit/verify", query={"x": "1"}, expect=(400,), note="verify with a query")
     s.call("GET", "/api/v1/store", note="what the store holds")
     s.call("GET", "/api/v1/store", query={"x": "1"}, expect=(400,), note="the store report with a query")
+    s.call("GET", "/api/v1/backup", note="an online backup")
+    s.call("GET", "/api/v1/backup", query={"x": "1"}, expect=(400,), note="a backup with a query")
 
     # --- the timers started at the beginning -----------------------------------
     def wait_for_event(task_id, kind, what):
